@@ -1,0 +1,189 @@
+"""``AwsWorkloadIdentityHook``: the DAG author's entry point for ``aws_workload_identity`` connections.
+
+Thin on purpose: the connection id becomes a spec, the spec becomes the shared role chain (see
+``credentials.py``), and the hook hands out boto3/aiobotocore objects signed by the chain's refreshing
+credentials. Identity is always rebuilt from the connection id, so a deferred task or a trigger cannot
+silently lose it.
+"""
+
+from __future__ import annotations
+
+import os
+from functools import cached_property
+from typing import Any
+
+import boto3
+from botocore.config import Config
+
+from airflow_workload_identity import __version__
+from airflow_workload_identity._compat import BaseHook, mask_secret
+from airflow_workload_identity.attribution import RunContext
+from airflow_workload_identity.aws.credentials import RoleChain, SharedCredentials, new_botocore_session, resolve
+from airflow_workload_identity.aws.spec import CONN_TYPE, FORM, AwsIdentitySpec
+from airflow_workload_identity.errors import WorkloadIdentityError
+from airflow_workload_identity.report import IdentityReport
+
+__all__ = ["AwsWorkloadIdentityHook"]
+
+#: Clients get bounded timeouts and botocore's standard retries unless the caller says otherwise.
+CLIENT_CONFIG = Config(
+    connect_timeout=10,
+    read_timeout=60,
+    retries={"mode": "standard", "max_attempts": 3},
+    user_agent_extra=f"airflow-workload-identity/{__version__}",
+)
+
+
+def _mask_on_refresh(credentials: SharedCredentials) -> None:
+    """Register each new secret key and session token with Airflow's masker as it is fetched."""
+    if getattr(credentials, "_masking", False):
+        return
+    credentials._masking = True
+    original = credentials._set_from_data
+
+    def set_and_mask(data: dict[str, Any]) -> None:
+        original(data)
+        mask_secret(data.get("secret_key"))
+        mask_secret(data.get("token"))
+
+    credentials._set_from_data = set_and_mask
+    if credentials._snapshot is not None:
+        frozen = credentials._snapshot[0]
+        mask_secret(frozen.secret_key)
+        mask_secret(frozen.token)
+
+
+class AwsWorkloadIdentityHook(BaseHook):  # type: ignore[misc]
+    """Assume the connection's role (or chain of roles) from the pod's ambient AWS identity.
+
+    :param aws_conn_id: an ``aws_workload_identity`` connection.
+    :param region_name: region for clients (default: the connection's ``region_name``, then the
+        environment).
+    :param config: a botocore ``Config`` merged over the hook's defaults for every client.
+    """
+
+    conn_name_attr = "aws_conn_id"
+    default_conn_name = "aws_workload_identity_default"
+    conn_type = CONN_TYPE
+    hook_name = FORM.hook_name
+
+    def __init__(
+        self,
+        aws_conn_id: str = default_conn_name,
+        region_name: str | None = None,
+        config: Config | None = None,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.aws_conn_id = aws_conn_id
+        self._region_name = region_name
+        self._config = CLIENT_CONFIG.merge(config) if config is not None else CLIENT_CONFIG
+
+    # -- form (Airflow 2.11-3.1; 3.2+ reads conn-fields from the provider info) ------------------------------
+
+    @classmethod
+    def get_connection_form_widgets(cls) -> dict[str, Any]:
+        return FORM.legacy_widgets()
+
+    @classmethod
+    def get_ui_field_behaviour(cls) -> dict[str, Any]:
+        return FORM.legacy_ui_field_behaviour()
+
+    # -- identity ------------------------------------------------------------------------------------------------
+
+    @cached_property
+    def spec(self) -> AwsIdentitySpec:
+        """The connection's validated identity spec (raises ``ConfigError`` before any network call)."""
+        conn = self.get_connection(self.aws_conn_id)
+        if conn.conn_type and conn.conn_type != CONN_TYPE:
+            from airflow_workload_identity.errors import ConfigError
+
+            raise ConfigError(
+                "conn_type", f"connection {self.aws_conn_id!r} has type {conn.conn_type!r}",
+                f"use a connection of type {CONN_TYPE!r} with this hook", conn_type=CONN_TYPE,
+            )
+        return AwsIdentitySpec.from_extra(conn.extra_dejson)
+
+    @property
+    def chain(self) -> RoleChain:
+        """The shared chain for this connection in the current run context."""
+        chain = resolve(self.spec, RunContext.current(self.aws_conn_id))
+        _mask_on_refresh(chain.credentials)
+        return chain
+
+    @property
+    def region_name(self) -> str | None:
+        return self._region_name or self.spec.region_name or os.environ.get("AWS_REGION") or os.environ.get(
+            "AWS_DEFAULT_REGION"
+        )
+
+    def get_credentials(self) -> SharedCredentials:
+        """The target role's refreshing botocore credentials (shared per process; never frozen)."""
+        return self.chain.credentials
+
+    def get_session(self, region_name: str | None = None) -> boto3.session.Session:
+        """A new boto3 session signed by the shared refreshing credentials."""
+        botocore_session = new_botocore_session(self.get_credentials(), region_name or self.region_name)
+        return boto3.session.Session(botocore_session=botocore_session)
+
+    def get_client(
+        self, service: str, region_name: str | None = None, config: Config | None = None, endpoint_url: str | None = None
+    ) -> Any:
+        """A boto3 client for ``service`` acting as the connection's role."""
+        merged = self._config.merge(config) if config is not None else self._config
+        return self.get_session(region_name).client(service, config=merged, endpoint_url=endpoint_url)
+
+    def get_resource(
+        self, service: str, region_name: str | None = None, config: Config | None = None, endpoint_url: str | None = None
+    ) -> Any:
+        """A boto3 resource for ``service`` acting as the connection's role."""
+        merged = self._config.merge(config) if config is not None else self._config
+        return self.get_session(region_name).resource(service, config=merged, endpoint_url=endpoint_url)
+
+    def get_conn(self) -> Any:
+        """Airflow's generic accessor: the boto3 session."""
+        return self.get_session()
+
+    # -- async (triggers) ------------------------------------------------------------------------------------
+
+    def get_async_credentials(self) -> Any:
+        """aiobotocore credentials for the running loop; a refresh runs in a thread, never on the loop."""
+        return self.chain.async_credentials()
+
+    def get_async_session(self, region_name: str | None = None) -> Any:
+        """An aiobotocore session signed by the shared credentials (call inside the event loop)."""
+        from aiobotocore.credentials import AioCredentialResolver
+        from aiobotocore.session import AioSession
+
+        from airflow_workload_identity.aws.credentials import _shared_loader
+
+        credentials = self.get_async_credentials()
+
+        class _Provider:
+            METHOD = "airflow-workload-identity"
+
+            async def load(self) -> Any:
+                return credentials
+
+        session = AioSession()
+        session.register_component("data_loader", _shared_loader())
+        session.register_component("credential_provider", AioCredentialResolver([_Provider()]))
+        region = region_name or self.region_name
+        if region:
+            session.set_config_variable("region", region)
+        return session
+
+    # -- diagnostics -------------------------------------------------------------------------------------------
+
+    def whoami(self) -> IdentityReport:
+        """Resolve every hop and report who the connection is at each one."""
+        return self.chain.report(self.aws_conn_id)
+
+    def test_connection(self) -> tuple[bool, str]:
+        """Assume every hop now and say who we became (Airflow's connection test)."""
+        try:
+            return True, self.whoami().one_line()
+        except WorkloadIdentityError as exc:
+            return False, f"{type(exc).__name__}: {exc}"
+        except Exception as exc:
+            return False, f"{type(exc).__name__}: {exc}"

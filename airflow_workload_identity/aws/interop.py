@@ -1,0 +1,39 @@
+"""Let the official Amazon provider's hooks and operators run on ``aws_workload_identity`` connections.
+
+Set, in the Airflow configuration of every component::
+
+    [aws]
+    session_factory = airflow_workload_identity.aws.interop.WorkloadIdentitySessionFactory
+
+(``AIRFLOW__AWS__SESSION_FACTORY=...``). Every ``AwsBaseHook`` subclass (``S3Hook``, ...) whose
+connection has type ``aws_workload_identity`` then signs with the same shared, refreshing credentials
+as :class:`~airflow_workload_identity.aws.hook.AwsWorkloadIdentityHook`, in its sync and deferrable
+paths; connections of other types keep the provider's own behaviour.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from airflow.providers.amazon.aws.hooks.base_aws import BaseSessionFactory
+
+from airflow_workload_identity.aws.hook import AwsWorkloadIdentityHook
+from airflow_workload_identity.aws.spec import CONN_TYPE
+
+__all__ = ["WorkloadIdentitySessionFactory"]
+
+
+class WorkloadIdentitySessionFactory(BaseSessionFactory):  # type: ignore[misc]
+    """A ``BaseSessionFactory`` that serves ``aws_workload_identity`` connections from the shared chain."""
+
+    def create_session(self, deferrable: bool = False) -> Any:
+        conn = self.conn
+        if conn is None or conn.conn_type != CONN_TYPE or not conn.conn_id:
+            return super().create_session(deferrable=deferrable)
+        hook = AwsWorkloadIdentityHook(aws_conn_id=conn.conn_id)
+        region = self.region_name
+        if deferrable:
+            session = hook.get_async_session(region_name=region)
+            self._apply_session_kwargs(session)
+            return session
+        return hook.get_session(region_name=region)

@@ -1,0 +1,208 @@
+"""What must be granted for an AWS connection to work, and cloud errors turned into remediation.
+
+``trust_statement`` / ``caller_statement`` give the JSON to paste; ``explain_*`` turn STS errors into
+:class:`AccessDenied` (or :class:`ConfigError`) that say hop n of m, the caller, the target and the fix.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import re
+from collections.abc import Mapping
+from typing import Any
+
+from airflow_workload_identity.aws.spec import AssumeRoleHop, account_of
+from airflow_workload_identity.errors import AccessDenied, ConfigError, TransientError, WorkloadIdentityError
+
+__all__ = [
+    "caller_statement",
+    "explain_assume_role_error",
+    "explain_web_identity_error",
+    "principal_for",
+    "token_claims",
+    "trust_statement",
+]
+
+_SESSION_ARN = re.compile(r"^arn:(?P<partition>[\w-]+):sts::(?P<account>\d{12}):assumed-role/(?P<role>[^/]+)/.+$")
+_THROTTLING = {"Throttling", "ThrottlingException", "RequestLimitExceeded", "ServiceUnavailable", "InternalFailure"}
+
+
+def principal_for(caller_arn: str) -> str:
+    """The IAM principal a trust policy names for ``caller_arn``.
+
+    A role session ``arn:aws:sts::A:assumed-role/R/S`` is trusted as its role ``arn:aws:iam::A:role/R``
+    (which matches every session of the role); users and roles are named as they are.
+    """
+    match = _SESSION_ARN.match(caller_arn)
+    if match:
+        return f"arn:{match['partition']}:iam::{match['account']}:role/{match['role']}"
+    return caller_arn
+
+
+def _actions(hop: AssumeRoleHop, source_identity_carried: bool) -> list[str]:
+    actions = ["sts:AssumeRole"]
+    if hop.tags or hop.transitive_tag_keys:
+        actions.append("sts:TagSession")
+    if hop.source_identity or source_identity_carried:
+        actions.append("sts:SetSourceIdentity")
+    return actions
+
+
+def trust_statement(caller_arn: str, hop: AssumeRoleHop, *, source_identity_carried: bool = False) -> dict[str, Any]:
+    """The statement the target role's trust policy needs so that ``caller_arn`` may assume it."""
+    statement: dict[str, Any] = {
+        "Effect": "Allow",
+        "Principal": {"AWS": principal_for(caller_arn)},
+        "Action": _actions(hop, source_identity_carried),
+    }
+    if hop.external_id:
+        statement["Condition"] = {"StringEquals": {"sts:ExternalId": hop.external_id}}
+    return statement
+
+
+def caller_statement(hop: AssumeRoleHop, *, source_identity_carried: bool = False) -> dict[str, Any]:
+    """The identity-policy statement the caller needs (always needed across accounts)."""
+    return {"Effect": "Allow", "Action": _actions(hop, source_identity_carried), "Resource": hop.role_arn}
+
+
+def _dump(statement: Mapping[str, Any]) -> str:
+    return json.dumps(statement, indent=2)
+
+
+def _client_error_parts(error: Exception) -> tuple[str, str, int | None]:
+    response = getattr(error, "response", None) or {}
+    err = response.get("Error", {})
+    status = response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+    return str(err.get("Code", "")), str(err.get("Message", "")), status
+
+
+def explain_assume_role_error(
+    error: Exception,
+    *,
+    hop_index: int,
+    hops: int,
+    hop: AssumeRoleHop,
+    caller_arn: str | None,
+    endpoint: str,
+    source_identity_carried: bool,
+    attempts: int,
+) -> WorkloadIdentityError:
+    """Turn a botocore ``ClientError`` from AssumeRole into one of our typed errors."""
+    code, message, status = _client_error_parts(error)
+    sent = [f"RoleSessionName={hop.session_name}", f"DurationSeconds={hop.duration_seconds}"]
+    if hop.external_id:
+        sent.append("ExternalId=(set)")
+    if hop.source_identity or source_identity_carried:
+        sent.append("SourceIdentity=" + (hop.source_identity or "(carried from the first hop)"))
+    if hop.tags:
+        sent.append("Tags=" + ",".join(k for k, _ in hop.tags))
+    if code == "AccessDenied":
+        caller = caller_arn or "the caller"
+        trust = trust_statement(caller_arn or "arn:aws:iam::<account>:role/<caller>", hop,
+                                source_identity_carried=source_identity_carried)
+        lines = [
+            f"Sent: {'; '.join(sent)}.",
+            f"Add this statement to the trust policy of {hop.role_arn}:",
+            _dump(trust),
+        ]
+        if caller_arn and account_of(caller_arn) != account_of(hop.role_arn):
+            lines += [
+                f"and, because the accounts differ, allow the caller's role ({principal_for(caller)}) "
+                "in its identity policy:",
+                _dump(caller_statement(hop, source_identity_carried=source_identity_carried)),
+            ]
+        if hop.external_id:
+            lines.append("If the statement is already there, check that the external id matches the customer's.")
+        return AccessDenied(
+            hop=hop_index, hops=hops, caller=caller_arn, target=hop.role_arn, permission="sts:AssumeRole",
+            remediation="\n".join(lines), cloud_code=code, cloud_message=message, endpoint=endpoint,
+        )
+    if code == "ValidationError" and "DurationSeconds" in message:
+        return ConfigError(
+            "duration_seconds", f"STS refused it at hop {hop_index} of {hops} ({message})",
+            "set duration_seconds to 3600 or less for chained hops, and no more than the role's "
+            "MaxSessionDuration", conn_type="aws_workload_identity",
+        )
+    if code in ("ValidationError", "MalformedPolicyDocument", "PackedPolicyTooLarge"):
+        field = "session_policy" if "olicy" in code or "olicy" in message else "role_arn"
+        return ConfigError(field, f"STS refused hop {hop_index} of {hops}: {code}: {message}",
+                           "correct the value STS named", conn_type="aws_workload_identity")
+    if code == "RegionDisabled":
+        return ConfigError("region_name", f"STS is not activated in this region ({message})",
+                           f"activate the region for STS in the account of {hop.role_arn}, or pick another "
+                           "region", conn_type="aws_workload_identity")
+    if code in _THROTTLING or (status is not None and status >= 500) or not code:
+        return TransientError(f"sts:AssumeRole {hop.role_arn} (hop {hop_index} of {hops}) at {endpoint}",
+                              attempts, f"{code or type(error).__name__}: {message or error}")
+    return AccessDenied(
+        hop=hop_index, hops=hops, caller=caller_arn, target=hop.role_arn, permission="sts:AssumeRole",
+        remediation=f"Sent: {'; '.join(sent)}.", cloud_code=code, cloud_message=message, endpoint=endpoint,
+    )
+
+
+def token_claims(token: str) -> dict[str, Any]:
+    """The unverified claims of a JWT (issuer, subject, audience, expiry); ``{}`` if unreadable.
+
+    Only claims are read and shown, never the token or its signature.
+    """
+    try:
+        payload = token.strip().split(".")[1]
+        data = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
+    except (IndexError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def web_identity_trust_statement(provider_arn: str, issuer_path: str, subject: str, audience: str) -> dict[str, Any]:
+    return {
+        "Effect": "Allow",
+        "Principal": {"Federated": provider_arn},
+        "Action": "sts:AssumeRoleWithWebIdentity",
+        "Condition": {"StringEquals": {f"{issuer_path}:sub": subject, f"{issuer_path}:aud": audience}},
+    }
+
+
+def explain_web_identity_error(
+    error: Exception, *, role_arn: str, token_file: str, claims: Mapping[str, Any], endpoint: str, attempts: int
+) -> WorkloadIdentityError:
+    """Turn an AssumeRoleWithWebIdentity failure into a typed error that says what to fix."""
+    code, message, status = _client_error_parts(error)
+    issuer = str(claims.get("iss", "<issuer>"))
+    issuer_path = issuer.removeprefix("https://")
+    subject = str(claims.get("sub", "<subject>"))
+    aud = claims.get("aud", "sts.amazonaws.com")
+    audience = str(aud[0] if isinstance(aud, list) and aud else aud)
+    account = account_of(role_arn) or "<account>"
+    provider_arn = f"arn:aws:iam::{account}:oidc-provider/{issuer_path}"
+    seen = f"Token file {token_file}: iss={issuer}, sub={subject}, aud={audience}."
+    if code in ("ExpiredTokenException", "ExpiredToken"):
+        remediation = (
+            f"{seen} The projected service-account token has expired. Kubelet rewrites the file before "
+            "expiry: check that AWS_WEB_IDENTITY_TOKEN_FILE points at the projected token volume (not a "
+            "copy) and that the node's clock is right."
+        )
+    elif code == "InvalidIdentityToken":
+        remediation = (
+            f"{seen} STS does not trust this token's issuer or signature. Register the cluster's OIDC "
+            f"issuer in account {account}:\n  aws iam create-open-id-connect-provider --url {issuer} "
+            "--client-id-list sts.amazonaws.com\nIf it is registered, the token was signed by another "
+            "cluster (or the issuer's keys rotated): use the token of this cluster."
+        )
+    elif code == "AccessDenied" or code == "IDPRejectedClaim":
+        remediation = (
+            f"{seen} The trust policy of {role_arn} must allow this token's subject and audience:\n"
+            + _dump(web_identity_trust_statement(provider_arn, issuer_path, subject, audience))
+            + "\nand the pod's service account needs the annotation eks.amazonaws.com/role-arn="
+            + role_arn
+        )
+    elif code in _THROTTLING or code == "IDPCommunicationError" or (status is not None and status >= 500) or not code:
+        return TransientError(f"sts:AssumeRoleWithWebIdentity {role_arn} at {endpoint}", attempts,
+                              f"{code or type(error).__name__}: {message or error}")
+    else:
+        remediation = seen
+    return AccessDenied(
+        hop=0, hops=0, caller=f"{issuer_path}:{subject}", target=role_arn,
+        permission="sts:AssumeRoleWithWebIdentity", remediation=remediation, cloud_code=code,
+        cloud_message=message, endpoint=endpoint,
+    )

@@ -1,0 +1,427 @@
+"""What identity an ``aws_workload_identity`` connection describes: fields, parsing, validation.
+
+Pure Python (no Airflow, no botocore). Every limit here is STS's own (see docs/aws.md), so a value
+STS would refuse is refused first, with the field's name and the fix, before any network call.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, Literal
+from urllib.parse import urlsplit
+
+from airflow_workload_identity.attribution import PLACEHOLDERS, RunContext, placeholders_in, render
+from airflow_workload_identity.errors import ConfigError
+from airflow_workload_identity.fields import ConnectionForm, Field
+
+__all__ = ["FORM", "SOURCES", "AssumeRoleHop", "AwsIdentitySpec"]
+
+CONN_TYPE = "aws_workload_identity"
+SOURCES = ("auto", "web_identity", "pod_identity", "default_chain")
+Source = Literal["auto", "web_identity", "pod_identity", "default_chain"]
+
+_PARTITION = r"aws(?:-cn|-us-gov|-iso|-iso-[a-z]|-eusc)?"
+ROLE_ARN_PATTERN = rf"^arn:{_PARTITION}:iam::\d{{12}}:role/(?:[\x21-\x7e]{{0,510}}/)?[\w+=,.@-]{{1,64}}$"
+POLICY_ARN_PATTERN = rf"^arn:{_PARTITION}:iam::(?:\d{{12}}|aws):policy/[\w+=,.@/-]{{1,1024}}$"
+REGION_PATTERN = r"^[a-z]{2}(?:-gov|-iso|-isob|-isoe|-isof)?-[a-z]+-\d{1,2}$"
+SESSION_NAME_CHARS = r"\w+=,.@-"
+TAG_KEY_PATTERN = r"^[\w\s.:/=+\-@]{1,128}$"
+TAG_VALUE_PATTERN = r"^[\w\s.:/=+\-@]{0,256}$"
+CHAINED_MAX_DURATION = 3600
+DEFAULT_SESSION_NAME = "airflow.{dag_id}.{task_id}"
+DEFAULT_SESSION_NAME_OUTSIDE_TASK = "airflow.{conn_id}"
+
+_TEMPLATE_HELP = "placeholders: " + ", ".join("{" + p + "}" for p in PLACEHOLDERS)
+
+FIELDS: tuple[Field, ...] = (
+    Field(
+        name="role_arn",
+        label="Role ARN",
+        description=(
+            "The role the tasks act as: the customer's role ARN, arn:aws:iam::<account>:role/<name>, "
+            "from the customer's IAM console (Roles > the role > ARN). Its trust policy must allow the "
+            "pod's identity (run 'airflow-workload-identity policy' to print the statement)."
+        ),
+        schema={"type": "string", "pattern": ROLE_ARN_PATTERN, "examples": ["arn:aws:iam::123456789012:role/reader"]},
+        fix="paste a role ARN like arn:aws:iam::123456789012:role/my-role (not a user, policy or session ARN)",
+        required=True,
+        section="Target role",
+    ),
+    Field(
+        name="role_chain",
+        label="Intermediate roles (in order)",
+        description=(
+            "Optional. Roles assumed in order before the role ARN, one ARN per line: the pod's identity "
+            "assumes the first, the first assumes the second, ... and the last assumes the role ARN. "
+            "Leave empty to assume the role ARN directly."
+        ),
+        schema={"type": "array", "items": {"type": "string", "pattern": ROLE_ARN_PATTERN}, "maxItems": 10},
+        fix="list role ARNs (arn:aws:iam::<account>:role/<name>), first hop first, at most 10",
+        section="Target role",
+    ),
+    Field(
+        name="external_id",
+        label="External ID",
+        description=(
+            "Optional. The external id the customer's trust policy requires (condition sts:ExternalId); "
+            "the customer gives it to you. Sent on the final hop only."
+        ),
+        schema={"type": "string", "minLength": 2, "maxLength": 1224, "pattern": r"^[\w+=,.@:/-]+$"},
+        fix="use 2-1224 characters from letters, digits and + = , . @ : / - _",
+        section="Target role",
+    ),
+    Field(
+        name="expected_account_ids",
+        label="Expected account IDs",
+        description=(
+            "Optional. 12-digit AWS account ids the final role must belong to, one per line. If the "
+            "identity reached is in another account the hook refuses to hand out credentials."
+        ),
+        schema={"type": "array", "items": {"type": "string", "pattern": r"^\d{12}$"}, "maxItems": 50},
+        fix="list 12-digit account ids such as 123456789012",
+        section="Target role",
+    ),
+    Field(
+        name="region_name",
+        label="Region",
+        description=(
+            "Optional. Region for clients and for the regional STS endpoint (https://sts.<region>."
+            "amazonaws.com), e.g. eu-west-1. Defaults to AWS_REGION / AWS_DEFAULT_REGION."
+        ),
+        schema={"type": "string", "pattern": REGION_PATTERN, "examples": ["us-east-1", "eu-west-1"]},
+        fix="use a region code such as us-east-1 or eu-west-1",
+        section="Session",
+    ),
+    Field(
+        name="sts_endpoint_url",
+        label="STS endpoint override",
+        description=(
+            "Optional. An STS endpoint URL for every STS call of this connection (a VPC endpoint, a "
+            "FIPS endpoint). Leave empty for the regional endpoint; AWS_ENDPOINT_URL_STS also works."
+        ),
+        schema={"type": "string", "format": "url", "maxLength": 2048, "pattern": r"^https?://"},
+        fix="use an absolute URL such as https://sts.eu-west-1.amazonaws.com with no path, query or user",
+        section="Session",
+    ),
+    Field(
+        name="duration_seconds",
+        label="Session duration (seconds)",
+        description=(
+            "Optional. Lifetime of each assumed-role session, 900-43200 (default 3600). At most 3600 "
+            "when a hop is chained, which it is whenever the pod's identity is itself a role (IRSA, Pod "
+            "Identity, instance role) and for every intermediate role."
+        ),
+        schema={"type": "integer", "minimum": 900, "maximum": 43200, "default": 3600},
+        fix="use a number of seconds between 900 and 43200 (at most 3600 for a chained hop)",
+        section="Session",
+    ),
+    Field(
+        name="role_session_name",
+        label="Session name template",
+        description=(
+            "Optional. The session name CloudTrail records for every hop; " + _TEMPLATE_HELP + ". "
+            f"Default {DEFAULT_SESSION_NAME} ({DEFAULT_SESSION_NAME_OUTSIDE_TASK} outside a task). "
+            "Rendered names are fitted to STS's 64-character limit (long names end in a hash)."
+        ),
+        schema={"type": "string", "maxLength": 256, "examples": [DEFAULT_SESSION_NAME]},
+        fix="use text and placeholders such as airflow.{dag_id}.{task_id}",
+        section="Session",
+    ),
+    Field(
+        name="source_identity",
+        label="Source identity template",
+        description=(
+            "Optional. A source identity set on the first role session and carried by every later "
+            "hop, so CloudTrail ties all actions to it; " + _TEMPLATE_HELP + ". Needs "
+            "sts:SetSourceIdentity in each trust policy. Fitted to 256 characters."
+        ),
+        schema={"type": "string", "maxLength": 256, "examples": ["{dag_id}.{task_id}"]},
+        fix="use text and placeholders such as {dag_id}.{task_id}; it must not start with 'aws:'",
+        section="Session",
+    ),
+    Field(
+        name="session_tags",
+        label="Session tags",
+        description=(
+            'Optional. A JSON object of session tags, e.g. {"team": "data", "dag": "{dag_id}"} (values may '
+            "use the placeholders). Needs sts:TagSession in each trust policy. At most 50."
+        ),
+        schema={
+            "type": "object",
+            "maxProperties": 50,
+            "additionalProperties": {"type": "string", "maxLength": 256},
+        },
+        fix='use a JSON object of up to 50 "key": "value" pairs (keys 1-128, values up to 256 characters)',
+        section="Session",
+    ),
+    Field(
+        name="transitive_tag_keys",
+        label="Transitive tag keys",
+        description=(
+            "Optional. Session tag keys that carry over to every later hop of a chain, one per line. "
+            "Each must be a key of the session tags."
+        ),
+        schema={"type": "array", "items": {"type": "string", "minLength": 1, "maxLength": 128}, "maxItems": 50},
+        fix="list keys that also appear in session_tags",
+        section="Session",
+    ),
+    Field(
+        name="session_policy",
+        label="Session policy (JSON)",
+        description=(
+            "Optional. An inline IAM policy (JSON) that narrows what the final session may do; the "
+            "result is the intersection with the role's own policies. At most 2048 characters."
+        ),
+        schema={"type": "string", "format": "multiline", "minLength": 1, "maxLength": 2048},
+        fix='use a JSON policy document like {"Version": "2012-10-17", "Statement": [...]}',
+        section="Session",
+    ),
+    Field(
+        name="policy_arns",
+        label="Session policy ARNs",
+        description="Optional. Managed policy ARNs that narrow the final session, one per line, at most 10.",
+        schema={"type": "array", "items": {"type": "string", "pattern": POLICY_ARN_PATTERN}, "maxItems": 10},
+        fix="list managed policy ARNs like arn:aws:iam::aws:policy/ReadOnlyAccess, at most 10",
+        section="Session",
+    ),
+    Field(
+        name="source",
+        label="Ambient identity source",
+        description=(
+            "Where the pod's own identity comes from: auto (IRSA if AWS_ROLE_ARN and "
+            "AWS_WEB_IDENTITY_TOKEN_FILE are set, else EKS Pod Identity if "
+            "AWS_CONTAINER_CREDENTIALS_FULL_URI is set, else botocore's default chain), web_identity, "
+            "pod_identity or default_chain. A named source that is absent is an error, never a fallback."
+        ),
+        schema={"type": "string", "enum": list(SOURCES), "default": "auto"},
+        fix="use one of auto, web_identity, pod_identity, default_chain",
+        section="Ambient identity",
+    ),
+)
+
+FORM = ConnectionForm(
+    conn_type=CONN_TYPE,
+    hook_name="AWS Workload Identity",
+    hook_class_name="airflow_workload_identity.aws.hook.AwsWorkloadIdentityHook",
+    fields=FIELDS,
+)
+
+
+@dataclass(frozen=True, kw_only=True)
+class AssumeRoleHop:
+    """One ``sts:AssumeRole`` call, fully rendered: what is sent, in botocore's parameter names."""
+
+    role_arn: str
+    session_name: str
+    duration_seconds: int
+    external_id: str | None = None
+    source_identity: str | None = None
+    tags: tuple[tuple[str, str], ...] = ()
+    transitive_tag_keys: tuple[str, ...] = ()
+    policy: str | None = None
+    policy_arns: tuple[str, ...] = ()
+
+    def assume_role_kwargs(self) -> dict[str, Any]:
+        kwargs: dict[str, Any] = {
+            "RoleArn": self.role_arn,
+            "RoleSessionName": self.session_name,
+            "DurationSeconds": self.duration_seconds,
+        }
+        if self.external_id:
+            kwargs["ExternalId"] = self.external_id
+        if self.source_identity:
+            kwargs["SourceIdentity"] = self.source_identity
+        if self.tags:
+            kwargs["Tags"] = [{"Key": k, "Value": v} for k, v in self.tags]
+        if self.transitive_tag_keys:
+            kwargs["TransitiveTagKeys"] = list(self.transitive_tag_keys)
+        if self.policy:
+            kwargs["Policy"] = self.policy
+        if self.policy_arns:
+            kwargs["PolicyArns"] = [{"arn": arn} for arn in self.policy_arns]
+        return kwargs
+
+
+def account_of(arn: str) -> str:
+    """The account id in an IAM or STS ARN (``""`` if it has none)."""
+    parts = arn.split(":")
+    return parts[4] if len(parts) > 5 else ""
+
+
+@dataclass(frozen=True, kw_only=True)
+class AwsIdentitySpec:
+    """A validated ``aws_workload_identity`` connection. Build with :meth:`from_extra`."""
+
+    role_arn: str
+    role_chain: tuple[str, ...] = ()
+    region_name: str | None = None
+    sts_endpoint_url: str | None = None
+    external_id: str | None = None
+    duration_seconds: int = 3600
+    role_session_name: str | None = None
+    source_identity: str | None = None
+    session_tags: tuple[tuple[str, str], ...] = ()
+    transitive_tag_keys: tuple[str, ...] = ()
+    session_policy: str | None = None
+    policy_arns: tuple[str, ...] = ()
+    source: Source = "auto"
+    expected_account_ids: tuple[str, ...] = ()
+
+    @classmethod
+    def from_extra(cls, extra: Mapping[str, Any] | str | None) -> AwsIdentitySpec:
+        """Parse and validate a connection's extra (plain or legacy keys; ``None``/``""`` = unset)."""
+        v = FORM.parse(extra)
+        spec = cls(
+            role_arn=v["role_arn"],
+            role_chain=v["role_chain"] or (),
+            region_name=v["region_name"],
+            sts_endpoint_url=v["sts_endpoint_url"],
+            external_id=v["external_id"],
+            duration_seconds=3600 if v["duration_seconds"] is None else v["duration_seconds"],
+            role_session_name=v["role_session_name"],
+            source_identity=v["source_identity"],
+            session_tags=tuple((v["session_tags"] or {}).items()),
+            transitive_tag_keys=v["transitive_tag_keys"] or (),
+            session_policy=v["session_policy"],
+            policy_arns=v["policy_arns"] or (),
+            source=v["source"] or "auto",
+            expected_account_ids=v["expected_account_ids"] or (),
+        )
+        spec.validate()
+        return spec
+
+    # -- cross-field rules ------------------------------------------------------------------------------
+
+    def _error(self, field: str, problem: str, fix: str | None = None) -> ConfigError:
+        return ConfigError(field, problem, fix or FORM.field(field).fix, conn_type=CONN_TYPE)
+
+    def validate(self) -> None:
+        """Rules that involve more than one field, or more than a schema can say."""
+        for name in ("role_session_name", "source_identity"):
+            template = getattr(self, name)
+            if template is not None:
+                self._check_template(name, template)
+        if self.source_identity and self.source_identity.lower().startswith("aws:"):
+            raise self._error("source_identity", "starts with 'aws:', which STS reserves")
+        if self.sts_endpoint_url is not None:
+            self._check_endpoint(self.sts_endpoint_url)
+        if self.session_policy is not None:
+            try:
+                document = json.loads(self.session_policy)
+            except ValueError as exc:
+                raise self._error("session_policy", f"is not valid JSON ({exc.msg})") from None
+            if not isinstance(document, dict) or "Statement" not in document:
+                raise self._error("session_policy", "is not a policy document (no 'Statement')")
+        keys = [k for k, _ in self.session_tags]
+        for key, value in self.session_tags:
+            if not re.fullmatch(TAG_KEY_PATTERN, key) or key.lower().startswith("aws:"):
+                raise self._error("session_tags", f"tag key {key!r} is not a valid tag key")
+            try:
+                placeholders = placeholders_in(value)
+            except ValueError as exc:
+                raise self._error("session_tags", f"tag {key!r}: {exc}") from None
+            unknown = placeholders - set(PLACEHOLDERS)
+            if unknown:
+                raise self._error("session_tags", f"tag {key!r} uses unknown placeholder {sorted(unknown)[0]!r}")
+        if len({k.lower() for k in keys}) != len(keys):
+            raise self._error("session_tags", "has keys that differ only in case, which STS refuses")
+        missing = [k for k in self.transitive_tag_keys if k not in keys]
+        if missing:
+            raise self._error("transitive_tag_keys", f"{missing[0]!r} is not a key of session_tags")
+        if self.source in ("web_identity", "pod_identity") or self.role_chain:
+            self.check_chained_duration(reason=self._chained_reason())
+        if self.expected_account_ids and account_of(self.role_arn) not in self.expected_account_ids:
+            raise self._error(
+                "expected_account_ids",
+                f"the role ARN's account {account_of(self.role_arn)} is not listed",
+                "add the role's account id, or fix the role ARN",
+            )
+
+    def _chained_reason(self) -> str:
+        if self.role_chain:
+            return "the role is assumed through intermediate roles"
+        return f"the ambient identity ({self.source}) is itself a role session"
+
+    def check_chained_duration(self, *, reason: str) -> None:
+        """STS caps chained sessions at one hour; say so before STS does."""
+        if self.duration_seconds > CHAINED_MAX_DURATION:
+            raise self._error(
+                "duration_seconds",
+                f"is {self.duration_seconds}, but {reason}, so every hop is role chaining and STS "
+                f"allows at most {CHAINED_MAX_DURATION} seconds",
+                f"set duration_seconds to {CHAINED_MAX_DURATION} or less",
+            )
+
+    def _check_template(self, name: str, template: str) -> None:
+        try:
+            used = placeholders_in(template)
+        except ValueError as exc:
+            raise self._error(name, f"is not a valid template ({exc})") from None
+        unknown = used - set(PLACEHOLDERS)
+        if unknown:
+            raise self._error(
+                name, f"uses unknown placeholder {{{sorted(unknown)[0]}}}", f"use only {_TEMPLATE_HELP}"
+            )
+
+    def _check_endpoint(self, url: str) -> None:
+        parts = urlsplit(url)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise self._error("sts_endpoint_url", "is not an absolute http(s) URL")
+        if parts.username or parts.password or parts.query or parts.fragment or parts.path not in ("", "/"):
+            raise self._error("sts_endpoint_url", "has a path, query, fragment or user part")
+        try:
+            parts.port  # noqa: B018  (raises ValueError on a bad port)
+        except ValueError:
+            raise self._error("sts_endpoint_url", "has an invalid port") from None
+
+    # -- derived ------------------------------------------------------------------------------------------
+
+    @property
+    def roles(self) -> tuple[str, ...]:
+        """Every role assumed, in order; the last is the target."""
+        return (*self.role_chain, self.role_arn)
+
+    def session_name(self, context: RunContext) -> str:
+        template = self.role_session_name or (
+            DEFAULT_SESSION_NAME if context.in_task else DEFAULT_SESSION_NAME_OUTSIDE_TASK
+        )
+        return render(template, context, allowed=SESSION_NAME_CHARS, max_len=64)
+
+    def hops(self, context: RunContext) -> tuple[AssumeRoleHop, ...]:
+        """The AssumeRole calls this connection makes for ``context``, in order.
+
+        The session name and duration go on every hop. The source identity goes on the first hop and
+        STS carries it to the later ones. Transitive tags go on the first hop (STS carries them);
+        other tags on every hop. External id and session policies go on the final hop.
+        """
+        session_name = self.session_name(context)
+        source_identity = (
+            render(self.source_identity, context, allowed=SESSION_NAME_CHARS, max_len=256)
+            if self.source_identity
+            else None
+        )
+        tags = tuple(
+            (key, render(value, context, allowed=r"\w\s.:/=+\-@", max_len=256, min_len=0) if value else "")
+            for key, value in self.session_tags
+        )
+        transitive = set(self.transitive_tag_keys)
+        hops = []
+        for index, role in enumerate(self.roles):
+            first, last = index == 0, index == len(self.roles) - 1
+            hops.append(
+                AssumeRoleHop(
+                    role_arn=role,
+                    session_name=session_name,
+                    duration_seconds=self.duration_seconds,
+                    external_id=self.external_id if last else None,
+                    source_identity=source_identity if first else None,
+                    tags=tags if first else tuple(t for t in tags if t[0] not in transitive),
+                    transitive_tag_keys=self.transitive_tag_keys if first else (),
+                    policy=self.session_policy if last else None,
+                    policy_arns=self.policy_arns if last else (),
+                )
+            )
+        return tuple(hops)
