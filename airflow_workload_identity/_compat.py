@@ -7,12 +7,12 @@ from typing import Any
 try:  # Airflow 3.x
     from airflow.sdk import BaseHook
 except ImportError:  # Airflow 2.11
-    from airflow.hooks.base import BaseHook  # type: ignore[no-redef]
+    from airflow.hooks.base import BaseHook  # type: ignore[no-redef,attr-defined,unused-ignore]
 
 try:  # Airflow 3.x
     from airflow.sdk.log import mask_secret as _mask_secret
 except ImportError:  # Airflow 2.11
-    from airflow.utils.log.secrets_masker import mask_secret as _mask_secret  # type: ignore[no-redef]
+    from airflow.utils.log.secrets_masker import mask_secret as _mask_secret  # type: ignore[no-redef,unused-ignore]
 
 __all__ = ["BaseHook", "mask_secret"]
 

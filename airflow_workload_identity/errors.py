@@ -50,8 +50,7 @@ class IdentityUnavailable(WorkloadIdentityError):
         self.looked_for = tuple(looked_for)
         self.detail = detail
         super().__init__(
-            f"no {source} identity is available in this process: {detail}. "
-            f"Looked for: {', '.join(self.looked_for)}"
+            f"no {source} identity is available in this process: {detail}. Looked for: {', '.join(self.looked_for)}"
         )
 
 

@@ -107,7 +107,7 @@ class Field:
                 if text.startswith("["):
                     try:
                         raw = json.loads(text)
-                    except ValueError as exc:
+                    except json.JSONDecodeError as exc:
                         raise self._error(f"is not a valid JSON list ({exc.msg})", conn_type) from None
                 else:
                     raw = [part.strip() for part in re.split(r"[,\n]", text)]
@@ -119,7 +119,7 @@ class Field:
             if isinstance(raw, str):
                 try:
                     raw = json.loads(raw)
-                except ValueError as exc:
+                except json.JSONDecodeError as exc:
                     raise self._error(f"is not a valid JSON object ({exc.msg})", conn_type) from None
             if not isinstance(raw, Mapping):
                 raise self._error(f"must be a JSON object, got {type(raw).__name__}", conn_type)
@@ -188,9 +188,12 @@ def read_extra(extra: Mapping[str, Any] | str | None, conn_type: str, names: Seq
     if isinstance(extra, str):
         try:
             extra = json.loads(extra)
-        except ValueError as exc:
+        except json.JSONDecodeError as exc:
             raise ConfigError(
-                "extra", f"is not valid JSON ({exc.msg})", "store the extra as a JSON object", conn_type=conn_type
+                "extra",
+                f"is not valid JSON ({exc.msg})",
+                "store the extra as a JSON object",
+                conn_type=conn_type,
             ) from None
     if not isinstance(extra, Mapping):
         raise ConfigError("extra", "must be a JSON object", "store the extra as a JSON object", conn_type=conn_type)
@@ -284,7 +287,9 @@ class ConnectionForm:
             if f.type == "integer":
                 validators.append(NumberRange(min=f.schema.get("minimum"), max=f.schema.get("maximum")))
                 widgets[f.name] = IntegerField(
-                    lazy_gettext(f.label), widget=BS3TextFieldWidget(), validators=validators,
+                    lazy_gettext(f.label),
+                    widget=BS3TextFieldWidget(),
+                    validators=validators,
                     description=description,
                 )
                 continue
@@ -296,12 +301,16 @@ class ConnectionForm:
                 description += " (a JSON object)"
             if f.secret:
                 widgets[f.name] = PasswordField(
-                    lazy_gettext(f.label), widget=BS3PasswordFieldWidget(), validators=validators,
+                    lazy_gettext(f.label),
+                    widget=BS3PasswordFieldWidget(),
+                    validators=validators,
                     description=description,
                 )
             else:
                 widgets[f.name] = StringField(
-                    lazy_gettext(f.label), widget=BS3TextFieldWidget(), validators=validators,
+                    lazy_gettext(f.label),
+                    widget=BS3TextFieldWidget(),
+                    validators=validators,
                     description=description,
                 )
         return widgets

@@ -55,13 +55,13 @@ from airflow_workload_identity.report import Hop, IdentityReport
 __all__ = [
     "STS_CONFIG",
     "HopCredentials",
-    "Source",
-    "resolve_source",
     "RoleChain",
     "SharedCredentials",
+    "Source",
     "StsEndpoint",
     "new_botocore_session",
     "resolve",
+    "resolve_source",
 ]
 
 STS_MAX_ATTEMPTS = 3
@@ -159,11 +159,12 @@ class SharedCredentials(DeferredRefreshableCredentials):  # type: ignore[misc]
             super().__init__(refresh_using=fetch, method=method)
         else:
             super().__init__(refresh_using=fetch, method=method, time_fetcher=clock)
-        self._advisory_refresh_timeout = MAX_ADVISORY_SECONDS
-        self._mandatory_refresh_timeout = MAX_MANDATORY_SECONDS
+        self._advisory_refresh_timeout: float = MAX_ADVISORY_SECONDS
+        self._mandatory_refresh_timeout: float = MAX_MANDATORY_SECONDS
         self._windows = windows
         self.principal: str | None = None
         self.fetches = 0
+        self._listeners: list[Callable[[dict[str, Any]], None]] = []
         self._snapshot: tuple[Any, dt.datetime | None] | None = None
 
     def _set_from_data(self, data: dict[str, Any]) -> None:
@@ -172,6 +173,16 @@ class SharedCredentials(DeferredRefreshableCredentials):  # type: ignore[misc]
         self._advisory_refresh_timeout, self._mandatory_refresh_timeout = self._windows(lifetime)
         self.principal = data.get("principal") or self.principal
         self.fetches += 1
+        for listener in self._listeners:
+            listener(data)
+
+    def add_listener(self, listener: Callable[[dict[str, Any]], None]) -> None:
+        """Call ``listener`` with each refresh's metadata (and now, with the current one, if any)."""
+        if listener in self._listeners:
+            return
+        self._listeners.append(listener)
+        if self._snapshot is not None:
+            listener(self.metadata())
 
     def _publish_refresh(self) -> None:
         super()._publish_refresh()
@@ -297,8 +308,12 @@ class _WebIdentityFetcher(AssumeRoleWithWebIdentityCredentialFetcher):  # type: 
         except ClientError as error:
             claims = token_claims(FileWebIdentityTokenLoader(self._token_file)())
             raise explain_web_identity_error(
-                error, role_arn=self._role_arn, token_file=self._token_file, claims=claims,
-                endpoint=self._endpoint.describe(), attempts=STS_MAX_ATTEMPTS,
+                error,
+                role_arn=self._role_arn,
+                token_file=self._token_file,
+                claims=claims,
+                endpoint=self._endpoint.describe(),
+                attempts=STS_MAX_ATTEMPTS,
             ) from error
         except BotoCoreError as error:
             raise TransientError(
@@ -375,13 +390,14 @@ def resolve_source(
         if not has_web:
             missing = [v for v in WEB_IDENTITY_ENV if not env.get(v)]
             raise IdentityUnavailable(
-                "web_identity", WEB_IDENTITY_ENV,
+                "web_identity",
+                WEB_IDENTITY_ENV,
                 f"{', '.join(missing)} not set (IRSA sets both when the service account has the "
                 "eks.amazonaws.com/role-arn annotation)",
             )
         role_arn, token_file = env["AWS_ROLE_ARN"], env["AWS_WEB_IDENTITY_TOKEN_FILE"]
         session_name = _source_session_name(env, context)
-        key = ("aws-source", "web_identity", role_arn, token_file, session_name, endpoint)
+        key: tuple[Any, ...] = ("aws-source", "web_identity", role_arn, token_file, session_name, endpoint)
 
         def build_web() -> Source:
             fetcher = _WebIdentityFetcher(role_arn, token_file, session_name, endpoint)
@@ -393,33 +409,37 @@ def resolve_source(
     if wanted == "pod_identity":
         if not has_pod:
             raise IdentityUnavailable(
-                "pod_identity", POD_IDENTITY_ENV,
+                "pod_identity",
+                POD_IDENTITY_ENV,
                 "AWS_CONTAINER_CREDENTIALS_FULL_URI and a token (file) are not both set (the EKS Pod "
                 "Identity webhook sets them when the service account has a pod identity association)",
             )
         assert pod_uri is not None
         token_ref = env.get("AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE") or "env:AWS_CONTAINER_AUTHORIZATION_TOKEN"
-        key = ("aws-source", "pod_identity", pod_uri, token_ref)
+        pod_key: tuple[Any, ...] = ("aws-source", "pod_identity", pod_uri, token_ref)
 
         def build_pod() -> Source:
             creds = SharedCredentials(_pod_identity_fetch(pod_uri, env), "pod_identity", clock=clock)
-            return Source("pod_identity", creds, key, endpoint, True, f"EKS Pod Identity ({pod_uri})")
+            return Source("pod_identity", creds, pod_key, endpoint, True, f"EKS Pod Identity ({pod_uri})")
 
-        return registry.get_or_create(key, build_pod)
+        return registry.get_or_create(pod_key, build_pod)
 
-    key = ("aws-source", "default_chain", endpoint)
+    default_key: tuple[Any, ...] = ("aws-source", "default_chain", endpoint)
 
     def build_default() -> Source:
         credentials = new_botocore_session().get_credentials()
         if credentials is None:
             raise IdentityUnavailable(
-                "default_chain", (*WEB_IDENTITY_ENV, *POD_IDENTITY_ENV, *DEFAULT_CHAIN_SOURCES),
+                "default_chain",
+                (*WEB_IDENTITY_ENV, *POD_IDENTITY_ENV, *DEFAULT_CHAIN_SOURCES),
                 "botocore's default credential chain found nothing",
             )
         method = f"default_chain:{credentials.method}"
-        return Source(method, credentials, key, endpoint, None, f"botocore default chain ({credentials.method})")
+        return Source(
+            method, credentials, default_key, endpoint, None, f"botocore default chain ({credentials.method})"
+        )
 
-    return registry.get_or_create(key, build_default)
+    return registry.get_or_create(default_key, build_default)
 
 
 # -- role hops ------------------------------------------------------------------------------------------------
@@ -458,11 +478,11 @@ class HopCredentials(_Caller):
         self.expected_accounts = expected_accounts
         self._client: Any = None
         self._client_lock = threading.Lock()
-        self.credentials = SharedCredentials(self._fetch, "assume-role", clock=clock)
+        self.credentials: SharedCredentials = SharedCredentials(self._fetch, "assume-role", clock=clock)
 
     @property
     def principal(self) -> str | None:
-        return self.credentials.principal  # type: ignore[no-any-return]
+        return self.credentials.principal
 
     def caller_arn(self) -> str | None:
         return self.principal or _caller_arn(self.credentials, self.endpoint)
@@ -484,14 +504,20 @@ class HopCredentials(_Caller):
             response = client.assume_role(**self.hop.assume_role_kwargs())
         except ClientError as error:
             raise explain_assume_role_error(
-                error, hop_index=self.index, hops=self.total, hop=self.hop,
-                caller_arn=self.caller.caller_arn(), endpoint=self.endpoint_url(),
-                source_identity_carried=self.source_identity_carried, attempts=STS_MAX_ATTEMPTS,
+                error,
+                hop_index=self.index,
+                hops=self.total,
+                hop=self.hop,
+                caller_arn=self.caller.caller_arn(),
+                endpoint=self.endpoint_url(),
+                source_identity_carried=self.source_identity_carried,
+                attempts=STS_MAX_ATTEMPTS,
             ) from error
         except BotoCoreError as error:
             raise TransientError(
                 f"sts:AssumeRole {self.hop.role_arn} (hop {self.index} of {self.total}) at {self.endpoint_url()}",
-                STS_MAX_ATTEMPTS, str(error),
+                STS_MAX_ATTEMPTS,
+                str(error),
             ) from error
         arn = response["AssumedRoleUser"]["Arn"]
         if self.expected_accounts and account_of(arn) not in self.expected_accounts:
@@ -551,7 +577,7 @@ class RoleChain:
     @property
     def credentials(self) -> SharedCredentials:
         """The target's refreshing credentials (shared by every hook with the same key)."""
-        return self.hops[-1].credentials if self.hops else self.source.credentials  # type: ignore[return-value]
+        return self.hops[-1].credentials
 
     def async_credentials(self) -> Any:
         """aiobotocore credentials for the running event loop (one per loop, sharing the sync refresh)."""
@@ -574,7 +600,10 @@ class RoleChain:
             source_expiry = getattr(self.source.credentials, "_expiry_time", None)
         hops = [
             Hop(
-                index=0, principal=source_arn, method=self.source.description, expiry=source_expiry,
+                index=0,
+                principal=source_arn,
+                method=self.source.description,
+                expiry=source_expiry,
                 endpoint=self.endpoint.describe(),
             )
         ]
@@ -592,11 +621,15 @@ class RoleChain:
                 details.append(("session tags", ", ".join(f"{k}={v}" for k, v in hc.hop.tags)))
             hops.append(
                 Hop(
-                    index=hc.index, principal=hc.principal or hc.hop.role_arn, method="sts:AssumeRole",
-                    expiry=hc.credentials.expiry, endpoint=hc.endpoint_url(), details=tuple(details),
+                    index=hc.index,
+                    principal=hc.principal or hc.hop.role_arn,
+                    method="sts:AssumeRole",
+                    expiry=hc.credentials.expiry,
+                    endpoint=hc.endpoint_url(),
+                    details=tuple(details),
                 )
             )
-        notes = ()
+        notes: tuple[str, ...] = ()
         if self.spec.expected_account_ids:
             notes = (f"final account pinned to {', '.join(self.spec.expected_account_ids)}",)
         return IdentityReport(cloud="aws", conn_id=conn_id, hops=tuple(hops), notes=notes)
@@ -628,12 +661,21 @@ def resolve(
         previous, already_carried = caller, carried
 
         def build(
-            previous: Source | HopCredentials = previous, hop: AssumeRoleHop = hop, position: int = position,
-            already_carried: bool = already_carried, expected: tuple[str, ...] = expected,
+            previous: Source | HopCredentials = previous,
+            hop: AssumeRoleHop = hop,
+            position: int = position,
+            already_carried: bool = already_carried,
+            expected: tuple[str, ...] = expected,
         ) -> HopCredentials:
             return HopCredentials(
-                previous, hop, index=position, total=len(rendered), endpoint=endpoint,
-                source_identity_carried=already_carried, expected_accounts=expected, clock=clock,
+                previous,
+                hop,
+                index=position,
+                total=len(rendered),
+                endpoint=endpoint,
+                source_identity_carried=already_carried,
+                expected_accounts=expected,
+                clock=clock,
             )
 
         current = registry.get_or_create(key, build)
@@ -641,4 +683,3 @@ def resolve(
         caller = current
         carried = carried or bool(hop.source_identity)
     return RoleChain(spec=spec, source=source, hops=tuple(hops), endpoint=endpoint)
-

@@ -18,7 +18,12 @@ from botocore.config import Config
 from airflow_workload_identity import __version__
 from airflow_workload_identity._compat import BaseHook, mask_secret
 from airflow_workload_identity.attribution import RunContext
-from airflow_workload_identity.aws.credentials import RoleChain, SharedCredentials, new_botocore_session, resolve
+from airflow_workload_identity.aws.credentials import (
+    RoleChain,
+    SharedCredentials,
+    new_botocore_session,
+    resolve,
+)
 from airflow_workload_identity.aws.spec import CONN_TYPE, FORM, AwsIdentitySpec
 from airflow_workload_identity.errors import WorkloadIdentityError
 from airflow_workload_identity.report import IdentityReport
@@ -34,26 +39,13 @@ CLIENT_CONFIG = Config(
 )
 
 
-def _mask_on_refresh(credentials: SharedCredentials) -> None:
+def _mask_credentials(data: dict[str, Any]) -> None:
     """Register each new secret key and session token with Airflow's masker as it is fetched."""
-    if getattr(credentials, "_masking", False):
-        return
-    credentials._masking = True
-    original = credentials._set_from_data
-
-    def set_and_mask(data: dict[str, Any]) -> None:
-        original(data)
-        mask_secret(data.get("secret_key"))
-        mask_secret(data.get("token"))
-
-    credentials._set_from_data = set_and_mask
-    if credentials._snapshot is not None:
-        frozen = credentials._snapshot[0]
-        mask_secret(frozen.secret_key)
-        mask_secret(frozen.token)
+    mask_secret(data.get("secret_key"))
+    mask_secret(data.get("token"))
 
 
-class AwsWorkloadIdentityHook(BaseHook):  # type: ignore[misc]
+class AwsWorkloadIdentityHook(BaseHook):
     """Assume the connection's role (or chain of roles) from the pod's ambient AWS identity.
 
     :param aws_conn_id: an ``aws_workload_identity`` connection.
@@ -99,8 +91,10 @@ class AwsWorkloadIdentityHook(BaseHook):  # type: ignore[misc]
             from airflow_workload_identity.errors import ConfigError
 
             raise ConfigError(
-                "conn_type", f"connection {self.aws_conn_id!r} has type {conn.conn_type!r}",
-                f"use a connection of type {CONN_TYPE!r} with this hook", conn_type=CONN_TYPE,
+                "conn_type",
+                f"connection {self.aws_conn_id!r} has type {conn.conn_type!r}",
+                f"use a connection of type {CONN_TYPE!r} with this hook",
+                conn_type=CONN_TYPE,
             )
         return AwsIdentitySpec.from_extra(conn.extra_dejson)
 
@@ -108,13 +102,16 @@ class AwsWorkloadIdentityHook(BaseHook):  # type: ignore[misc]
     def chain(self) -> RoleChain:
         """The shared chain for this connection in the current run context."""
         chain = resolve(self.spec, RunContext.current(self.aws_conn_id))
-        _mask_on_refresh(chain.credentials)
+        chain.credentials.add_listener(_mask_credentials)
         return chain
 
     @property
     def region_name(self) -> str | None:
-        return self._region_name or self.spec.region_name or os.environ.get("AWS_REGION") or os.environ.get(
-            "AWS_DEFAULT_REGION"
+        return (
+            self._region_name
+            or self.spec.region_name
+            or os.environ.get("AWS_REGION")
+            or os.environ.get("AWS_DEFAULT_REGION")
         )
 
     def get_credentials(self) -> SharedCredentials:
@@ -127,14 +124,22 @@ class AwsWorkloadIdentityHook(BaseHook):  # type: ignore[misc]
         return boto3.session.Session(botocore_session=botocore_session)
 
     def get_client(
-        self, service: str, region_name: str | None = None, config: Config | None = None, endpoint_url: str | None = None
+        self,
+        service: str,
+        region_name: str | None = None,
+        config: Config | None = None,
+        endpoint_url: str | None = None,
     ) -> Any:
         """A boto3 client for ``service`` acting as the connection's role."""
         merged = self._config.merge(config) if config is not None else self._config
         return self.get_session(region_name).client(service, config=merged, endpoint_url=endpoint_url)
 
     def get_resource(
-        self, service: str, region_name: str | None = None, config: Config | None = None, endpoint_url: str | None = None
+        self,
+        service: str,
+        region_name: str | None = None,
+        config: Config | None = None,
+        endpoint_url: str | None = None,
     ) -> Any:
         """A boto3 resource for ``service`` acting as the connection's role."""
         merged = self._config.merge(config) if config is not None else self._config
@@ -187,3 +192,15 @@ class AwsWorkloadIdentityHook(BaseHook):  # type: ignore[misc]
             return False, f"{type(exc).__name__}: {exc}"
         except Exception as exc:
             return False, f"{type(exc).__name__}: {exc}"
+
+
+def policy_text(hook: AwsWorkloadIdentityHook) -> str:
+    """What the connection needs granted, computed from its spec and the running source identity."""
+    from airflow_workload_identity.aws.policy import required_grants
+
+    chain = hook.chain
+    return required_grants(
+        chain.spec.hops(RunContext.current(hook.aws_conn_id)),
+        chain.source.caller_arn(),
+        chain.source.description,
+    )

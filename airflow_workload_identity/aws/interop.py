@@ -23,17 +23,17 @@ from airflow_workload_identity.aws.spec import CONN_TYPE
 __all__ = ["WorkloadIdentitySessionFactory"]
 
 
-class WorkloadIdentitySessionFactory(BaseSessionFactory):  # type: ignore[misc]
+class WorkloadIdentitySessionFactory(BaseSessionFactory):
     """A ``BaseSessionFactory`` that serves ``aws_workload_identity`` connections from the shared chain."""
 
     def create_session(self, deferrable: bool = False) -> Any:
         conn = self.conn
-        if conn is None or conn.conn_type != CONN_TYPE or not conn.conn_id:
+        if conn is None or conn.conn_type != CONN_TYPE or not isinstance(conn.conn_id, str):
             return super().create_session(deferrable=deferrable)
         hook = AwsWorkloadIdentityHook(aws_conn_id=conn.conn_id)
         region = self.region_name
         if deferrable:
             session = hook.get_async_session(region_name=region)
-            self._apply_session_kwargs(session)
+            self._apply_session_kwargs(session)  # type: ignore[no-untyped-call]
             return session
         return hook.get_session(region_name=region)

@@ -20,12 +20,19 @@ __all__ = [
     "explain_assume_role_error",
     "explain_web_identity_error",
     "principal_for",
+    "required_grants",
     "token_claims",
     "trust_statement",
 ]
 
 _SESSION_ARN = re.compile(r"^arn:(?P<partition>[\w-]+):sts::(?P<account>\d{12}):assumed-role/(?P<role>[^/]+)/.+$")
-_THROTTLING = {"Throttling", "ThrottlingException", "RequestLimitExceeded", "ServiceUnavailable", "InternalFailure"}
+_THROTTLING = {
+    "Throttling",
+    "ThrottlingException",
+    "RequestLimitExceeded",
+    "ServiceUnavailable",
+    "InternalFailure",
+}
 
 
 def principal_for(caller_arn: str) -> str:
@@ -99,8 +106,11 @@ def explain_assume_role_error(
         sent.append("Tags=" + ",".join(k for k, _ in hop.tags))
     if code == "AccessDenied":
         caller = caller_arn or "the caller"
-        trust = trust_statement(caller_arn or "arn:aws:iam::<account>:role/<caller>", hop,
-                                source_identity_carried=source_identity_carried)
+        trust = trust_statement(
+            caller_arn or "arn:aws:iam::<account>:role/<caller>",
+            hop,
+            source_identity_carried=source_identity_carried,
+        )
         lines = [
             f"Sent: {'; '.join(sent)}.",
             f"Add this statement to the trust policy of {hop.role_arn}:",
@@ -115,29 +125,54 @@ def explain_assume_role_error(
         if hop.external_id:
             lines.append("If the statement is already there, check that the external id matches the customer's.")
         return AccessDenied(
-            hop=hop_index, hops=hops, caller=caller_arn, target=hop.role_arn, permission="sts:AssumeRole",
-            remediation="\n".join(lines), cloud_code=code, cloud_message=message, endpoint=endpoint,
+            hop=hop_index,
+            hops=hops,
+            caller=caller_arn,
+            target=hop.role_arn,
+            permission="sts:AssumeRole",
+            remediation="\n".join(lines),
+            cloud_code=code,
+            cloud_message=message,
+            endpoint=endpoint,
         )
     if code == "ValidationError" and "DurationSeconds" in message:
         return ConfigError(
-            "duration_seconds", f"STS refused it at hop {hop_index} of {hops} ({message})",
-            "set duration_seconds to 3600 or less for chained hops, and no more than the role's "
-            "MaxSessionDuration", conn_type="aws_workload_identity",
+            "duration_seconds",
+            f"STS refused it at hop {hop_index} of {hops} ({message})",
+            "set duration_seconds to 3600 or less for chained hops, and no more than the role's MaxSessionDuration",
+            conn_type="aws_workload_identity",
         )
     if code in ("ValidationError", "MalformedPolicyDocument", "PackedPolicyTooLarge"):
         field = "session_policy" if "olicy" in code or "olicy" in message else "role_arn"
-        return ConfigError(field, f"STS refused hop {hop_index} of {hops}: {code}: {message}",
-                           "correct the value STS named", conn_type="aws_workload_identity")
+        return ConfigError(
+            field,
+            f"STS refused hop {hop_index} of {hops}: {code}: {message}",
+            "correct the value STS named",
+            conn_type="aws_workload_identity",
+        )
     if code == "RegionDisabled":
-        return ConfigError("region_name", f"STS is not activated in this region ({message})",
-                           f"activate the region for STS in the account of {hop.role_arn}, or pick another "
-                           "region", conn_type="aws_workload_identity")
+        return ConfigError(
+            "region_name",
+            f"STS is not activated in this region ({message})",
+            f"activate the region for STS in the account of {hop.role_arn}, or pick another region",
+            conn_type="aws_workload_identity",
+        )
     if code in _THROTTLING or (status is not None and status >= 500) or not code:
-        return TransientError(f"sts:AssumeRole {hop.role_arn} (hop {hop_index} of {hops}) at {endpoint}",
-                              attempts, f"{code or type(error).__name__}: {message or error}")
+        return TransientError(
+            f"sts:AssumeRole {hop.role_arn} (hop {hop_index} of {hops}) at {endpoint}",
+            attempts,
+            f"{code or type(error).__name__}: {message or error}",
+        )
     return AccessDenied(
-        hop=hop_index, hops=hops, caller=caller_arn, target=hop.role_arn, permission="sts:AssumeRole",
-        remediation=f"Sent: {'; '.join(sent)}.", cloud_code=code, cloud_message=message, endpoint=endpoint,
+        hop=hop_index,
+        hops=hops,
+        caller=caller_arn,
+        target=hop.role_arn,
+        permission="sts:AssumeRole",
+        remediation=f"Sent: {'; '.join(sent)}.",
+        cloud_code=code,
+        cloud_message=message,
+        endpoint=endpoint,
     )
 
 
@@ -164,7 +199,13 @@ def web_identity_trust_statement(provider_arn: str, issuer_path: str, subject: s
 
 
 def explain_web_identity_error(
-    error: Exception, *, role_arn: str, token_file: str, claims: Mapping[str, Any], endpoint: str, attempts: int
+    error: Exception,
+    *,
+    role_arn: str,
+    token_file: str,
+    claims: Mapping[str, Any],
+    endpoint: str,
+    attempts: int,
 ) -> WorkloadIdentityError:
     """Turn an AssumeRoleWithWebIdentity failure into a typed error that says what to fix."""
     code, message, status = _client_error_parts(error)
@@ -197,12 +238,48 @@ def explain_web_identity_error(
             + role_arn
         )
     elif code in _THROTTLING or code == "IDPCommunicationError" or (status is not None and status >= 500) or not code:
-        return TransientError(f"sts:AssumeRoleWithWebIdentity {role_arn} at {endpoint}", attempts,
-                              f"{code or type(error).__name__}: {message or error}")
+        return TransientError(
+            f"sts:AssumeRoleWithWebIdentity {role_arn} at {endpoint}",
+            attempts,
+            f"{code or type(error).__name__}: {message or error}",
+        )
     else:
         remediation = seen
     return AccessDenied(
-        hop=0, hops=0, caller=f"{issuer_path}:{subject}", target=role_arn,
-        permission="sts:AssumeRoleWithWebIdentity", remediation=remediation, cloud_code=code,
-        cloud_message=message, endpoint=endpoint,
+        hop=0,
+        hops=0,
+        caller=f"{issuer_path}:{subject}",
+        target=role_arn,
+        permission="sts:AssumeRoleWithWebIdentity",
+        remediation=remediation,
+        cloud_code=code,
+        cloud_message=message,
+        endpoint=endpoint,
     )
+
+
+def required_grants(hops: tuple[AssumeRoleHop, ...], source_arn: str | None, source_description: str) -> str:
+    """Everything to grant, hop by hop, for a chain that starts at ``source_arn``.
+
+    For each hop: the statement the target role's trust policy needs and the statement the caller's
+    identity policy needs (required across accounts, harmless within one).
+    """
+    caller = source_arn or "arn:aws:iam::<account>:role/<the pod's role>"
+    lines = [
+        f"Source identity: {source_arn or '(unknown: no ambient AWS identity could be resolved here)'} "
+        f"via {source_description}.",
+        f"This connection assumes {len(hops)} role(s) in order.",
+    ]
+    carried = False
+    for index, hop in enumerate(hops, start=1):
+        lines += [
+            "",
+            f"# Hop {index} of {len(hops)}: {principal_for(caller)} -> {hop.role_arn}",
+            f"Add to the trust policy of {hop.role_arn}:",
+            _dump(trust_statement(caller, hop, source_identity_carried=carried)),
+            f"Allow in the identity policy of {principal_for(caller)}:",
+            _dump(caller_statement(hop, source_identity_carried=carried)),
+        ]
+        caller = hop.role_arn
+        carried = carried or bool(hop.source_identity)
+    return "\n".join(lines)

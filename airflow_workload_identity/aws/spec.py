@@ -45,7 +45,11 @@ FIELDS: tuple[Field, ...] = (
             "from the customer's IAM console (Roles > the role > ARN). Its trust policy must allow the "
             "pod's identity (run 'airflow-workload-identity policy' to print the statement)."
         ),
-        schema={"type": "string", "pattern": ROLE_ARN_PATTERN, "examples": ["arn:aws:iam::123456789012:role/reader"]},
+        schema={
+            "type": "string",
+            "pattern": ROLE_ARN_PATTERN,
+            "examples": ["arn:aws:iam::123456789012:role/reader"],
+        },
         fix="paste a role ARN like arn:aws:iam::123456789012:role/my-role (not a user, policy or session ARN)",
         required=True,
         section="Target role",
@@ -164,7 +168,11 @@ FIELDS: tuple[Field, ...] = (
             "Optional. Session tag keys that carry over to every later hop of a chain, one per line. "
             "Each must be a key of the session tags."
         ),
-        schema={"type": "array", "items": {"type": "string", "minLength": 1, "maxLength": 128}, "maxItems": 50},
+        schema={
+            "type": "array",
+            "items": {"type": "string", "minLength": 1, "maxLength": 128},
+            "maxItems": 50,
+        },
         fix="list keys that also appear in session_tags",
         section="Session",
     ),
@@ -311,7 +319,7 @@ class AwsIdentitySpec:
         if self.session_policy is not None:
             try:
                 document = json.loads(self.session_policy)
-            except ValueError as exc:
+            except json.JSONDecodeError as exc:
                 raise self._error("session_policy", f"is not valid JSON ({exc.msg})") from None
             if not isinstance(document, dict) or "Statement" not in document:
                 raise self._error("session_policy", "is not a policy document (no 'Statement')")
@@ -351,7 +359,7 @@ class AwsIdentitySpec:
             raise self._error(
                 "duration_seconds",
                 f"is {self.duration_seconds}, but {reason}, so every hop is role chaining and STS "
-                f"allows at most {CHAINED_MAX_DURATION} seconds",
+                f"allows at most {CHAINED_MAX_DURATION} seconds (the 1 hour limit for role chaining)",
                 f"set duration_seconds to {CHAINED_MAX_DURATION} or less",
             )
 
@@ -362,9 +370,7 @@ class AwsIdentitySpec:
             raise self._error(name, f"is not a valid template ({exc})") from None
         unknown = used - set(PLACEHOLDERS)
         if unknown:
-            raise self._error(
-                name, f"uses unknown placeholder {{{sorted(unknown)[0]}}}", f"use only {_TEMPLATE_HELP}"
-            )
+            raise self._error(name, f"uses unknown placeholder {{{sorted(unknown)[0]}}}", f"use only {_TEMPLATE_HELP}")
 
     def _check_endpoint(self, url: str) -> None:
         parts = urlsplit(url)

@@ -1,0 +1,39 @@
+"""Shared test set-up: an isolated Airflow home on SQLite and no ambient cloud identity leaking in.
+
+Runs before any test module imports Airflow, so the environment below is what Airflow reads.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Iterator
+
+import pytest
+
+_HOME = tempfile.mkdtemp(prefix="awi-airflow-home-")
+os.environ["AIRFLOW_HOME"] = _HOME
+os.environ["AIRFLOW__CORE__LOAD_EXAMPLES"] = "False"
+os.environ["AIRFLOW__CORE__UNIT_TEST_MODE"] = "False"
+os.environ["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"] = f"sqlite:///{_HOME}/airflow.db"
+os.environ["AIRFLOW__CORE__TEST_CONNECTION"] = "Enabled"
+os.environ.setdefault("AIRFLOW__LOGGING__LOGGING_LEVEL", "WARNING")
+
+# No ambient identity from the machine running the tests: every test states the identity it has.
+_AMBIENT_PREFIXES = ("AWS_", "AZURE_", "GOOGLE_", "GCE_", "IDENTITY_", "MSI_", "IMDS_", "CLOUDSDK_")
+for _name in list(os.environ):
+    if _name.startswith(_AMBIENT_PREFIXES):
+        del os.environ[_name]
+os.environ["AWS_CONFIG_FILE"] = "/dev/null"
+os.environ["AWS_SHARED_CREDENTIALS_FILE"] = "/dev/null"
+os.environ["AWS_EC2_METADATA_DISABLED"] = "true"
+
+
+@pytest.fixture(autouse=True)
+def _fresh_registry() -> Iterator[None]:
+    """Each test starts with no shared credentials from an earlier test."""
+    from airflow_workload_identity.registry import REGISTRY
+
+    REGISTRY.clear()
+    yield
+    REGISTRY.clear()
