@@ -184,6 +184,16 @@ class AwsWorkloadIdentityHook(BaseHook):
         """Resolve every hop and report who the connection is at each one."""
         return self.chain.report(self.aws_conn_id)
 
+    def explain_access_denied(
+        self, error: Exception, *, resource: str | None = None, service: str = "s3", action: str | None = None
+    ) -> str:
+        """Remediation text for an AccessDenied a client of this hook got: who was refused what, and the
+        identity-policy statement that would allow it."""
+        from airflow_workload_identity.aws.policy import explain_data_access_denied
+
+        principal = self.chain.credentials.principal or self.spec.role_arn
+        return explain_data_access_denied(error, principal=principal, service=service, resource=resource, action=action)
+
     def test_connection(self) -> tuple[bool, str]:
         """Assume every hop now and say who we became (Airflow's connection test)."""
         try:

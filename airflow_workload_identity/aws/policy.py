@@ -18,6 +18,7 @@ from airflow_workload_identity.errors import AccessDenied, ConfigError, Transien
 __all__ = [
     "caller_statement",
     "explain_assume_role_error",
+    "explain_data_access_denied",
     "explain_web_identity_error",
     "principal_for",
     "required_grants",
@@ -283,3 +284,35 @@ def required_grants(hops: tuple[AssumeRoleHop, ...], source_arn: str | None, sou
         caller = hop.role_arn
         carried = carried or bool(hop.source_identity)
     return "\n".join(lines)
+
+
+# Operations whose IAM action is not "<service>:<operation>".
+_ACTION_OF = {
+    ("s3", "ListObjectsV2"): "s3:ListBucket",
+    ("s3", "ListObjects"): "s3:ListBucket",
+    ("s3", "HeadBucket"): "s3:ListBucket",
+    ("s3", "HeadObject"): "s3:GetObject",
+    ("s3", "CopyObject"): "s3:PutObject",
+    ("s3", "UploadPart"): "s3:PutObject",
+    ("s3", "CreateMultipartUpload"): "s3:PutObject",
+    ("s3", "CompleteMultipartUpload"): "s3:PutObject",
+}
+
+
+def explain_data_access_denied(
+    error: Exception, *, principal: str, service: str, resource: str | None = None, action: str | None = None
+) -> str:
+    """Remediation for a data-plane AccessDenied (e.g. S3 403): the statement the role is missing."""
+    code, message, _ = _client_error_parts(error)
+    operation = str(getattr(error, "operation_name", "") or "")
+    action = action or _ACTION_OF.get((service, operation), f"{service}:{operation or '<Action>'}")
+    statement = {"Effect": "Allow", "Action": action, "Resource": resource or "<the resource ARN>"}
+    return "\n".join(
+        [
+            f"{principal} may not {action} on {resource or 'the resource'} ({operation or 'request'} was refused).",
+            f"The cloud said: {code}: {message}",
+            f"If this access is intended, add to the identity policy of {principal_for(principal)}:",
+            _dump(statement),
+            "(and check the resource's own policy, e.g. the bucket policy, does not deny it).",
+        ]
+    )
