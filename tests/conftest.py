@@ -5,13 +5,16 @@ Runs before any test module imports Airflow, so the environment below is what Ai
 
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
 import tempfile
 from collections.abc import Iterator
 
 import pytest
 
 _HOME = tempfile.mkdtemp(prefix="awi-airflow-home-")
+atexit.register(shutil.rmtree, _HOME, ignore_errors=True)
 os.environ["AIRFLOW_HOME"] = _HOME
 os.environ["AIRFLOW__CORE__LOAD_EXAMPLES"] = "False"
 os.environ["AIRFLOW__CORE__UNIT_TEST_MODE"] = "False"

@@ -13,6 +13,7 @@ paths; connections of other types keep the provider's own behaviour.
 
 from __future__ import annotations
 
+import warnings
 from typing import Any
 
 from airflow.providers.amazon.aws.hooks.base_aws import BaseSessionFactory
@@ -21,6 +22,14 @@ from airflow_workload_identity.aws.hook import AwsWorkloadIdentityHook
 from airflow_workload_identity.aws.spec import CONN_TYPE
 
 __all__ = ["WorkloadIdentitySessionFactory"]
+
+# The provider's connection wrapper warns for every connection whose type is not "aws". For our type that
+# warning is wrong (this factory is what makes it work), so it is silenced for our type only.
+warnings.filterwarnings(
+    "ignore",
+    message=rf".*conn_type='{CONN_TYPE}'\) expected connection type 'aws'",
+    category=UserWarning,
+)
 
 
 class WorkloadIdentitySessionFactory(BaseSessionFactory):

@@ -119,8 +119,7 @@ def explain_assume_role_error(
         ]
         if caller_arn and account_of(caller_arn) != account_of(hop.role_arn):
             lines += [
-                f"and, because the accounts differ, allow the caller's role ({principal_for(caller)}) "
-                "in its identity policy:",
+                f"and, because the accounts differ, allow the caller ({principal_for(caller)}) in its identity policy:",
                 _dump(caller_statement(hop, source_identity_carried=source_identity_carried)),
             ]
         if hop.external_id:
@@ -223,6 +222,14 @@ def explain_web_identity_error(
             f"{seen} The projected service-account token has expired. Kubelet rewrites the file before "
             "expiry: check that AWS_WEB_IDENTITY_TOKEN_FILE points at the projected token volume (not a "
             "copy) and that the node's clock is right."
+        )
+    elif code == "InvalidIdentityToken" and "audience" in message.lower():
+        remediation = (
+            f"{seen} The token's audience is not a client id of the IAM OIDC provider {provider_arn}. "
+            "IRSA tokens are minted for sts.amazonaws.com: check the projected token's audience (the "
+            "service account annotation eks.amazonaws.com/audience), or add this audience to the provider:\n"
+            f"  aws iam add-client-id-to-open-id-connect-provider --open-id-connect-provider-arn {provider_arn} "
+            f"--client-id {audience}"
         )
     elif code == "InvalidIdentityToken":
         remediation = (

@@ -131,6 +131,9 @@ def test_legacy_widgets_agree_with_conn_fields() -> None:
 def test_providers_manager_serves_the_legacy_form_on_older_airflow(pm: Any) -> None:
     if _airflow_version() >= (3, 2):
         pytest.skip("Airflow 3.2+ builds the form from conn-fields")
+    if _airflow_version() >= (3, 0):
+        # 3.0/3.1 without the FAB provider gather legacy widgets only in the api-server (mocked FAB).
+        pytest.importorskip("flask_appbuilder")
     widgets = pm.connection_form_widgets
     for name in AWS_FORM.names:
         assert f"extra__aws_workload_identity__{name}" in widgets, name
@@ -159,6 +162,26 @@ def test_api_server_hook_metadata_shows_the_declared_form(pm: Any) -> None:
         assert entry["description"] == declared[name]["description"]
     assert extra["source"]["schema"]["enum"] == ["auto", "web_identity", "pod_identity", "default_chain"]
     assert extra["duration_seconds"]["schema"]["maximum"] == 43200
+
+
+def test_api_server_hook_metadata_serves_the_legacy_form_on_3_0_and_3_1(pm: Any) -> None:
+    if not (3, 0) <= _airflow_version() < (3, 2):
+        pytest.skip("Airflow 3.0/3.1 only: the api-server builds the form from the legacy widgets")
+    from airflow.api_fastapi.core_api.services.ui.connections import HookMetaService
+
+    HookMetaService.hook_meta_data.cache_clear()
+    metas = {m.connection_type: m for m in HookMetaService.hook_meta_data()}
+    meta = metas["aws_workload_identity"]
+    assert meta.standard_fields is not None
+    assert meta.standard_fields.host.hidden and meta.standard_fields.login.hidden
+    extra = meta.extra_fields
+    assert extra is not None
+    declared = AWS_FORM.provider_connection_type()["conn-fields"]
+    assert set(extra) == set(declared)
+    for name, entry in extra.items():
+        assert entry["schema"]["title"] == declared[name]["label"]
+        assert entry["description"].startswith(declared[name]["description"])
+    assert extra["source"]["schema"]["enum"] == ["auto", "web_identity", "pod_identity", "default_chain"]
 
 
 def test_cli_lists_the_provider_and_its_connection_type() -> None:

@@ -25,6 +25,7 @@ def assert_b_denied(hook: AwsWorkloadIdentityHook, sandbox: AwsSandbox) -> None:
     assert err.value.response["Error"]["Code"] == "AccessDenied"
 
 
+@pytest.mark.smoke
 def test_irsa_reads_bucket_a_and_is_denied_bucket_b(
     pod: Pod, aws_sandbox: AwsSandbox, connection: Callable[..., str]
 ) -> None:
@@ -45,6 +46,7 @@ def test_irsa_reads_bucket_a_and_is_denied_bucket_b(
     assert aws_sandbox.calls("AssumeRole") == 1
 
 
+@pytest.mark.smoke
 def test_pod_identity_reads_bucket_a(pod: Pod, aws_sandbox: AwsSandbox, connection: Callable[..., str]) -> None:
     sc = aws_sandbox.scenario
     pod.pod_identity()
@@ -87,6 +89,7 @@ def test_chained_duration_over_an_hour_is_refused_before_any_sts_call(
     assert aws_sandbox.calls() == 0
 
 
+@pytest.mark.smoke
 @pytest.mark.parametrize(
     ("source", "variables"),
     [
