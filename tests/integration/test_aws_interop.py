@@ -13,16 +13,16 @@ import pytest
 
 pytest.importorskip("airflow.providers.amazon", reason="the official Amazon provider is not installed")
 
-from airflow_workload_identity.aws import AwsWorkloadIdentityHook  # noqa: E402
-from airflow_workload_identity.aws.interop import WorkloadIdentitySessionFactory  # noqa: E402
-from dev.sandbox import AwsSandbox  # noqa: E402
-from tests.integration.conftest import Pod  # noqa: E402
+from airflow_workload_identity.aws import AwsWorkloadIdentityHook
+from airflow_workload_identity.aws.interop import WorkloadIdentitySessionFactory
+from dev.sandbox import AwsSandbox
+from tests.integration.conftest import Pod
 
 FACTORY = "airflow_workload_identity.aws.interop.WorkloadIdentitySessionFactory"
 
 
 @pytest.fixture
-def configured_factory(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+def configured_factory(monkeypatch: pytest.MonkeyPatch) -> None:
     """What ``[aws] session_factory`` does at import of ``base_aws``, resolved from the real config."""
     from airflow.providers.amazon.aws.hooks import base_aws
 
@@ -30,7 +30,7 @@ def configured_factory(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     resolved = base_aws.resolve_session_factory()
     assert resolved is WorkloadIdentitySessionFactory
     monkeypatch.setattr(base_aws, "SessionFactory", resolved)
-    yield
+    return
 
 
 def test_s3hook_reads_as_the_assumed_role_and_shares_credentials(
