@@ -14,10 +14,30 @@ try:  # Airflow 3.x
 except ImportError:  # Airflow 2.11
     from airflow.utils.log.secrets_masker import mask_secret as _mask_secret  # type: ignore[no-redef,unused-ignore]
 
-__all__ = ["BaseHook", "mask_secret"]
+__all__ = ["BaseHook", "get_connection", "mask_secret"]
 
 
 def mask_secret(value: Any) -> None:
     """Register a derived secret (a session token, a secret key) with Airflow's log masker."""
     if value:
         _mask_secret(value)
+
+
+def get_connection(conn_id: str) -> Any:
+    """The connection ``conn_id``, wherever this process can read it.
+
+    Inside a task (and wherever ``AIRFLOW_CONN_*`` or a secrets backend holds it) through the hook API;
+    outside a task on Airflow 3, where the task SDK cannot read the metadata database, through the core
+    model (our CLI on a scheduler or api-server pod).
+    """
+    try:
+        return BaseHook.get_connection(conn_id)
+    except Exception as sdk_error:
+        try:
+            from airflow.models.connection import Connection
+        except ImportError:  # pragma: no cover - a task-SDK-only environment
+            raise sdk_error from None
+        try:
+            return Connection.get_connection_from_secrets(conn_id)
+        except Exception:
+            raise sdk_error from None

@@ -20,9 +20,9 @@ __all__ = ["main"]
 
 
 def _hook(conn_id: str) -> Any:
-    from airflow_workload_identity._compat import BaseHook
+    from airflow_workload_identity._compat import get_connection
 
-    conn = BaseHook.get_connection(conn_id)
+    conn = get_connection(conn_id)
     if conn.conn_type == "aws_workload_identity":
         from airflow_workload_identity.aws.hook import AwsWorkloadIdentityHook
 

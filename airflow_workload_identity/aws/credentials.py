@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import logging
 import os
 import threading
 import weakref
@@ -63,6 +64,8 @@ __all__ = [
     "resolve",
     "resolve_source",
 ]
+
+logger = logging.getLogger(__name__)
 
 STS_MAX_ATTEMPTS = 3
 #: Every STS call: bounded connect and read timeouts, botocore's standard retry mode (jittered
@@ -183,6 +186,30 @@ class SharedCredentials(DeferredRefreshableCredentials):  # type: ignore[misc]
         self._listeners.append(listener)
         if self._snapshot is not None:
             listener(self.metadata())
+
+    def _protected_refresh(self, is_mandatory: bool) -> None:
+        # botocore's version logs every failure with a traceback, then re-raises mandatory ones: the
+        # caller gets our explained error anyway, so only a failed advisory refresh is logged, in one line.
+        try:
+            metadata = self._refresh_using()
+        except Exception as exc:
+            if is_mandatory:
+                raise
+            logger.warning(
+                "Advisory refresh of %r failed; keeping the current credentials (valid until %s): %s: %s",
+                self,
+                self.expiry,
+                type(exc).__name__,
+                str(exc).splitlines()[0] if str(exc) else "",
+            )
+            return
+        try:
+            self._set_from_data(metadata)
+            self._publish_refresh()
+        finally:
+            self._staged_expiry_time = None
+        if self._is_expired():
+            raise RuntimeError("Credentials were refreshed, but the refreshed credentials are still expired.")
 
     def _publish_refresh(self) -> None:
         super()._publish_refresh()

@@ -16,7 +16,7 @@ import boto3
 from botocore.config import Config
 
 from airflow_workload_identity import __version__
-from airflow_workload_identity._compat import BaseHook, mask_secret
+from airflow_workload_identity._compat import BaseHook, get_connection, mask_secret
 from airflow_workload_identity.attribution import RunContext
 from airflow_workload_identity.aws.credentials import (
     RoleChain,
@@ -86,7 +86,7 @@ class AwsWorkloadIdentityHook(BaseHook):
     @cached_property
     def spec(self) -> AwsIdentitySpec:
         """The connection's validated identity spec (raises ``ConfigError`` before any network call)."""
-        conn = self.get_connection(self.aws_conn_id)
+        conn = get_connection(self.aws_conn_id)
         if conn.conn_type and conn.conn_type != CONN_TYPE:
             from airflow_workload_identity.errors import ConfigError
 

@@ -92,7 +92,7 @@ def test_credentials_refresh_before_they_expire(
 
 
 def test_token_file_is_reread_on_refresh_and_old_credentials_serve_meanwhile(
-    pod: Pod, aws_sandbox: AwsSandbox, connection: Callable[..., str]
+    pod: Pod, aws_sandbox: AwsSandbox, connection: Callable[..., str], caplog: pytest.LogCaptureFixture
 ) -> None:
     sc = aws_sandbox.scenario
     aws_sandbox.force_credential_ttl(5)
@@ -114,6 +114,9 @@ def test_token_file_is_reread_on_refresh_and_old_credentials_serve_meanwhile(
         time.sleep(0.05)
     assert failure is not None and failure.cloud_code == "ExpiredTokenException"
     assert served_after_rotation > 0
+    advisory = [r for r in caplog.records if r.getMessage().startswith("Advisory refresh of")]
+    assert advisory and "keeping the current credentials" in advisory[0].getMessage()
+    assert advisory[0].exc_info is None
     # A fresh token in the file: the next refresh reads it and works again.
     aws_sandbox.write_web_identity_token(token_file)
     s3.head_object(Bucket=sc.bucket_a, Key=sc.bucket_a_key)

@@ -26,6 +26,7 @@ from dev.sandbox.oidc import OidcIssuer
 REPO_ROOT = Path(__file__).resolve().parents[2]
 # botocore's "max_attempts" counts retries (1 = two requests); "total_max_attempts" counts requests.
 ONE_SHOT = Config(retries={"total_max_attempts": 1, "mode": "standard"}, connect_timeout=5, read_timeout=30)
+NO_CLIENT_VALIDATION = Config(parameter_validation=False, retries={"total_max_attempts": 1}, connect_timeout=5)
 UNSIGNED = Config(
     signature_version=botocore.UNSIGNED, retries={"total_max_attempts": 1, "mode": "standard"}, connect_timeout=5
 )
@@ -103,6 +104,16 @@ def test_enforcement_is_on_and_scoped_to_the_sandbox(sb: AwsSandbox) -> None:
     with pytest.raises(ClientError) as exc:
         client(sb, "s3").list_buckets()
     assert error_of(exc)[0] == "InvalidAccessKeyId"
+    # authentication comes before input validation
+    with pytest.raises(ClientError) as exc:
+        client(sb, "sts", config=NO_CLIENT_VALIDATION).assume_role(
+            RoleArn="arn:aws:iam::1:role/x", RoleSessionName="a/b"
+        )
+    assert error_of(exc)[0] == "InvalidClientTokenId"
+    unsigned = boto3.client("sts", endpoint_url=sb.endpoint_url, region_name=sb.region, config=UNSIGNED)
+    with pytest.raises(ClientError) as exc:
+        unsigned.get_caller_identity()
+    assert error_of(exc)[:2] == ("MissingAuthenticationToken", "Request is missing Authentication Token")
 
 
 def test_s3_follows_identity_policies(sb: AwsSandbox) -> None:
@@ -431,9 +442,6 @@ def test_external_id(sb: AwsSandbox, kwargs: dict, allowed: bool) -> None:
 
 
 # --- validation ---------------------------------------------------------------------------------------------
-
-
-NO_CLIENT_VALIDATION = Config(parameter_validation=False, retries={"total_max_attempts": 1}, connect_timeout=5)
 
 
 @pytest.mark.parametrize(
