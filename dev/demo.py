@@ -86,7 +86,10 @@ def main() -> int:
         banner("Starting the local AWS sandbox (moto with IAM enforcement, fake EKS OIDC issuer) on 127.0.0.1")
         subprocess.run(
             [python, "-m", "dev.sandbox", "start", "--state-file", str(STATE)],
-            cwd=ROOT, check=True, stdout=subprocess.DEVNULL, timeout=120,
+            cwd=ROOT,
+            check=True,
+            stdout=subprocess.DEVNULL,
+            timeout=120,
         )
         started = True
         state = json.loads(STATE.read_text())
@@ -98,8 +101,19 @@ def main() -> int:
 
         banner("Connections: identifiers only, no secret")
         for conn_id, extra in connections(state).items():
-            run([*airflow, "connections", "add", conn_id, "--conn-type", "aws_workload_identity",
-                 "--conn-extra", json.dumps(extra)], env)
+            run(
+                [
+                    *airflow,
+                    "connections",
+                    "add",
+                    conn_id,
+                    "--conn-type",
+                    "aws_workload_identity",
+                    "--conn-extra",
+                    json.dumps(extra),
+                ],
+                env,
+            )
             print(f"  {conn_id}: {json.dumps(extra)}")
 
         banner("airflow-workload-identity whoami customer_chain")
@@ -119,8 +133,10 @@ def main() -> int:
         if not states or any(s != "success" for s in states.values()):
             print("demo FAILED: not every task succeeded")
             return 1
-        print("demo OK: bucket A read through the hook and the official S3Hook, bucket B denied with the fix, "
-              "an untrusting role refused with the trust policy to paste.")
+        print(
+            "demo OK: bucket A read through the hook and the official S3Hook, bucket B denied with the fix, "
+            "an untrusting role refused with the trust policy to paste."
+        )
         return 0
     finally:
         if started:

@@ -140,7 +140,7 @@ FIELDS: tuple[Field, ...] = (
         description=(
             "Optional. A source identity set on the first role session and carried by every later "
             "hop, so CloudTrail ties all actions to it; " + _TEMPLATE_HELP + ". Needs "
-            "sts:SetSourceIdentity in each trust policy. Fitted to 256 characters."
+            "sts:SetSourceIdentity in each trust policy. Fitted to STS's 64-character limit."
         ),
         schema={"type": "string", "maxLength": 256, "examples": ["{dag_id}.{task_id}"]},
         fix="use text and placeholders such as {dag_id}.{task_id}; it must not start with 'aws:'",
@@ -405,7 +405,7 @@ class AwsIdentitySpec:
         """
         session_name = self.session_name(context)
         source_identity = (
-            render(self.source_identity, context, allowed=SESSION_NAME_CHARS, max_len=256)
+            render(self.source_identity, context, allowed=SESSION_NAME_CHARS, max_len=64)
             if self.source_identity
             else None
         )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
 import time
@@ -210,8 +211,23 @@ def test_role_max_session_duration_refusal_names_the_field(
     pod: Pod, aws_sandbox: AwsSandbox, connection: Callable[..., str]
 ) -> None:
     sc = aws_sandbox.scenario
+    iam = aws_sandbox.admin_client("iam")
+    trust = {
+        "Version": "2012-10-17",
+        "Statement": [{"Effect": "Allow", "Principal": {"AWS": sc.platform_user_arn}, "Action": "sts:AssumeRole"}],
+    }
+    with contextlib.suppress(iam.exceptions.EntityAlreadyExistsException):
+        iam.create_role(RoleName="short-max", AssumeRolePolicyDocument=json.dumps(trust), MaxSessionDuration=3600)
     pod.default_chain()
-    conn = connection("r", role_arn=sc.customer_external_role_arn, external_id=sc.external_id, duration_seconds=43200)
+    role = f"arn:aws:iam::{sc.customer_account}:role/short-max"
     with pytest.raises(ConfigError) as err:
-        AwsWorkloadIdentityHook(aws_conn_id=conn).get_credentials().get_frozen_credentials()
+        AwsWorkloadIdentityHook(
+            aws_conn_id=connection("r", role_arn=role, duration_seconds=7200)
+        ).get_credentials().get_frozen_credentials()
     assert err.value.field == "duration_seconds"
+    assert "MaxSessionDuration" in str(err.value)
+    # Without a chained hop, a long session on a role that allows it is fine.
+    long = AwsWorkloadIdentityHook(
+        aws_conn_id=connection("l", role_arn=sc.customer_reader_role_arn, duration_seconds=43200)
+    )
+    assert long.get_credentials().get_frozen_credentials().token
