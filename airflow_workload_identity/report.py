@@ -58,7 +58,8 @@ class IdentityReport:
         path = " -> ".join(f"{hop.principal} ({hop.method})" for hop in self.hops)
         expiry = self.final.expiry
         until = f"; credentials valid until {expiry.isoformat(timespec='seconds')}" if expiry else ""
-        return f"Connected as {self.final.principal}{until}. Path: {path}"
+        notes = "".join(f" ({note})" for note in self.notes)
+        return f"Connected as {self.final.principal}{until}. Path: {path}{notes}"
 
     def render(self) -> str:
         """A multi-line report for the CLI and the demo."""

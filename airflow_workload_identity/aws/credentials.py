@@ -44,6 +44,7 @@ from airflow_workload_identity.aws.policy import (
 )
 from airflow_workload_identity.aws.spec import SESSION_NAME_CHARS, AssumeRoleHop, AwsIdentitySpec, account_of
 from airflow_workload_identity.errors import (
+    AccessDenied,
     IdentityMismatch,
     IdentityUnavailable,
     TransientError,
@@ -618,9 +619,43 @@ class RoleChain:
             self._mirrors[loop] = mirror
         return mirror
 
-    def report(self, conn_id: str | None) -> IdentityReport:
-        """Resolve every hop (fetching what is not yet fetched) and say who was reached."""
+    def verify(self) -> str:
+        """Ask STS who the final credentials are (``GetCallerIdentity``) and check it is the expected role.
+
+        Proves the credentials work now, not only that they were issued; returns the caller ARN.
+        """
+        final = self.hops[-1]
+        try:
+            arn = str(_sts_client(self.credentials, self.endpoint).get_caller_identity()["Arn"])
+        except ClientError as error:
+            err = error.response.get("Error", {})
+            raise AccessDenied(
+                hop=final.index,
+                hops=final.total,
+                caller=final.principal,
+                target="sts:GetCallerIdentity",
+                permission="use the credentials STS issued",
+                remediation="STS refused credentials it issued for this hop: they may have been revoked (an "
+                "AWSRevokeOlderSessions policy on the role) or the clock is wrong; new ones are fetched on the "
+                "next refresh.",
+                cloud_code=str(err.get("Code", "")),
+                cloud_message=str(err.get("Message", "")),
+                endpoint=self.endpoint.describe(),
+            ) from error
+        except BotoCoreError as error:
+            raise TransientError(
+                f"sts:GetCallerIdentity at {self.endpoint.describe()}", STS_MAX_ATTEMPTS, str(error)
+            ) from error
+        if self.spec.expected_account_ids and account_of(arn) not in self.spec.expected_account_ids:
+            raise IdentityMismatch("expected_account_ids", self.spec.expected_account_ids, arn)
+        return arn
+
+    def report(self, conn_id: str | None, *, verify: bool = False) -> IdentityReport:
+        """Resolve every hop (fetching what is not yet fetched) and say who was reached.
+
+        With ``verify``, also make one ``GetCallerIdentity`` call with the final credentials."""
         self.credentials.get_frozen_credentials()
+        verified = self.verify() if verify else None
         source_arn = self.source.caller_arn() or "(unknown: GetCallerIdentity failed)"
         source_expiry = getattr(self.source.credentials, "expiry", None)
         if source_expiry is None:
@@ -656,10 +691,12 @@ class RoleChain:
                     details=tuple(details),
                 )
             )
-        notes: tuple[str, ...] = ()
+        notes: list[str] = []
         if self.spec.expected_account_ids:
-            notes = (f"final account pinned to {', '.join(self.spec.expected_account_ids)}",)
-        return IdentityReport(cloud="aws", conn_id=conn_id, hops=tuple(hops), notes=notes)
+            notes.append(f"final account pinned to {', '.join(self.spec.expected_account_ids)}")
+        if verified:
+            notes.append(f"verified now: sts:GetCallerIdentity answered {verified}")
+        return IdentityReport(cloud="aws", conn_id=conn_id, hops=tuple(hops), notes=tuple(notes))
 
 
 def resolve(

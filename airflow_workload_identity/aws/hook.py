@@ -201,9 +201,12 @@ class AwsWorkloadIdentityHook(BaseHook):
 
     # -- diagnostics -------------------------------------------------------------------------------------------
 
-    def whoami(self) -> IdentityReport:
-        """Resolve every hop and report who the connection is at each one."""
-        return self.chain.report(self.aws_conn_id)
+    def whoami(self, *, verify: bool = False) -> IdentityReport:
+        """Resolve every hop and report who the connection is at each one.
+
+        Shared credentials that are still fresh are reported without a new STS call; ``verify=True``
+        adds one ``GetCallerIdentity`` with the final credentials (what ``test_connection`` does)."""
+        return self.chain.report(self.aws_conn_id, verify=verify)
 
     def explain_access_denied(
         self, error: Exception, *, resource: str | None = None, service: str = "s3", action: str | None = None
@@ -218,7 +221,7 @@ class AwsWorkloadIdentityHook(BaseHook):
     def test_connection(self) -> tuple[bool, str]:
         """Assume every hop now and say who we became (Airflow's connection test)."""
         try:
-            return True, self.whoami().one_line()
+            return True, self.whoami(verify=True).one_line()
         except WorkloadIdentityError as exc:
             return False, f"{type(exc).__name__}: {exc}"
         except Exception as exc:
