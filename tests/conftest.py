@@ -40,3 +40,6 @@ def _fresh_registry() -> Iterator[None]:
     REGISTRY.clear()
     yield
     REGISTRY.clear()
+
+
+pytest_plugins = ["tests.fixtures_aws"]

@@ -13,7 +13,7 @@ import pytest
 from airflow_workload_identity.aws import AwsWorkloadIdentityHook
 from airflow_workload_identity.errors import AccessDenied, ConfigError, TransientError
 from dev.sandbox import AwsSandbox
-from tests.integration.conftest import Pod
+from tests.fixtures_aws import Pod
 
 
 def statement_in(text: str) -> dict:

@@ -16,7 +16,7 @@ pytest.importorskip("airflow.providers.amazon", reason="the official Amazon prov
 from airflow_workload_identity.aws import AwsWorkloadIdentityHook
 from airflow_workload_identity.aws.interop import WorkloadIdentitySessionFactory
 from dev.sandbox import AwsSandbox
-from tests.integration.conftest import Pod
+from tests.fixtures_aws import Pod
 
 FACTORY = "airflow_workload_identity.aws.interop.WorkloadIdentitySessionFactory"
 

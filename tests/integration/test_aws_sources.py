@@ -10,7 +10,7 @@ from botocore.exceptions import ClientError
 from airflow_workload_identity.aws import AwsWorkloadIdentityHook
 from airflow_workload_identity.errors import ConfigError, IdentityUnavailable
 from dev.sandbox import AwsSandbox
-from tests.integration.conftest import Pod
+from tests.fixtures_aws import Pod
 
 
 def read_a(hook: AwsWorkloadIdentityHook, sandbox: AwsSandbox) -> bytes:

@@ -1,4 +1,7 @@
-"""Fixtures for tests against the local AWS sandbox (moto server with IAM enforcement, on loopback)."""
+"""Fixtures for tests against the local AWS sandbox (moto server with IAM enforcement, on loopback).
+
+Loaded for every test directory by ``pytest_plugins`` in ``tests/conftest.py``.
+"""
 
 from __future__ import annotations
 
