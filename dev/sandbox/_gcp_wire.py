@@ -130,7 +130,13 @@ def esf_fault(status: int, message: str | None = None) -> dict[str, Any]:
 
 
 def gcs_error(status: int, message: str, reason: str, **extra: str) -> dict[str, Any]:
-    return {"error": {"code": status, "message": message, "errors": [{"message": message, "domain": "global", "reason": reason, **extra}]}}
+    return {
+        "error": {
+            "code": status,
+            "message": message,
+            "errors": [{"message": message, "domain": "global", "reason": reason, **extra}],
+        }
+    }
 
 
 def gcs_invalid_credentials() -> dict[str, Any]:
@@ -166,7 +172,8 @@ def gcs_fault(status: int, message: str | None = None) -> dict[str, Any]:
 
 def gcs_xml_error(code: str, message: str, details: str | None = None) -> bytes:
     detail = f"<Details>{details}</Details>" if details else ""
-    return f"<?xml version='1.0' encoding='UTF-8'?><Error><Code>{code}</Code><Message>{message}</Message>{detail}</Error>".encode()
+    head = "<?xml version='1.0' encoding='UTF-8'?>"
+    return f"{head}<Error><Code>{code}</Code><Message>{message}</Message>{detail}</Error>".encode()
 
 
 # --- Google front end's HTML error page -----------------------------------------------------------------
