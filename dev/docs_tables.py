@@ -15,8 +15,8 @@ def main() -> None:
         text = original = path.read_text()
         for form in FORMS:
             start, end = f"<!-- fields:{form.conn_type}:start -->\n", f"<!-- fields:{form.conn_type}:end -->"
-            text = re.sub(re.escape(start) + ".*?" + re.escape(end), lambda _: start + form.docs_table() + end, text,
-                          flags=re.S)
+            replacement = start + form.docs_table() + end
+            text = re.sub(re.escape(start) + ".*?" + re.escape(end), lambda _, r=replacement: r, text, flags=re.S)
         if text != original:
             path.write_text(text)
             print(f"updated {path}")
