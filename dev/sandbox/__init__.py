@@ -1,6 +1,7 @@
 """Local cloud sandboxes for tests and the demo (loopback only).
 
-``from dev.sandbox import AwsSandbox, OidcIssuer``; heavy imports (moto, boto3) happen on first use.
+``from dev.sandbox import AwsSandbox, GcpSandbox, OidcIssuer``; heavy imports (moto, boto3, the GCS emulator)
+happen on first use.
 """
 
 from __future__ import annotations
@@ -9,9 +10,11 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from .aws import AwsSandbox, AwsScenario
+    from .azure import AzureSandbox, AzureScenario
+    from .gcp import GcpSandbox, GcpScenario
     from .oidc import OidcIssuer
 
-__all__ = ["AwsSandbox", "AwsScenario", "OidcIssuer"]
+__all__ = ["AwsSandbox", "AwsScenario", "AzureSandbox", "AzureScenario", "GcpSandbox", "GcpScenario", "OidcIssuer"]
 
 
 def __getattr__(name: str) -> Any:
@@ -19,6 +22,14 @@ def __getattr__(name: str) -> Any:
         from . import aws
 
         return getattr(aws, name)
+    if name in ("GcpSandbox", "GcpScenario"):
+        from . import gcp
+
+        return getattr(gcp, name)
+    if name in ("AzureSandbox", "AzureScenario"):
+        from . import azure
+
+        return getattr(azure, name)
     if name == "OidcIssuer":
         from .oidc import OidcIssuer
 

@@ -1,10 +1,16 @@
-"""Run the AWS sandbox as its own process.
+"""Run the AWS sandbox (and optionally the GCP one) as its own process.
 
-    python -m dev.sandbox start  [--state-file PATH] [--port N] [--pod-identity-port N] [--timeout S]
+    python -m dev.sandbox start  [--state-file PATH] [--clouds aws,gcp] [--port N] [--pod-identity-port N] [--timeout S]
     python -m dev.sandbox status [--state-file PATH]
-    python -m dev.sandbox env    [--state-file PATH] {irsa,pod-identity,default-chain}
+    python -m dev.sandbox env    [--state-file PATH] {irsa,pod-identity,default-chain,gcp,azure,azure-imds}
     python -m dev.sandbox stop   [--state-file PATH]
-    python -m dev.sandbox serve  [--state-file PATH] [--port N] [--pod-identity-port N]   (foreground)
+    python -m dev.sandbox serve  [--state-file PATH] [--clouds aws,gcp] [--port N] [--pod-identity-port N]  (foreground)
+
+``--clouds`` (alias ``--cloud``) defaults to ``aws``. With ``gcp`` the state file also has a ``gcp`` object
+(metadata host, IAM endpoint, GCS host, scenario, env, the google-auth module constants to patch); ``--gcp-*-port``
+pick its ports. With only ``gcp`` the AWS keys are absent. With ``azure`` it has an ``azure`` object (fake IMDS,
+Entra authority host, RBAC-fronted Azurite blob URL, CA bundle, token file, scenario, env; Azurite is
+``npm ci``-installed before the readiness wait); ``env azure`` / ``env azure-imds`` print its variables.
 
 ``start`` spawns ``serve`` in its own session, waits until it has written the state file (JSON: pid,
 endpoint_url, pod_identity_url, token files, scenario names and ARNs, user keys, ready-made env dicts)
@@ -32,6 +38,15 @@ from typing import Any
 REPO_ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_STATE_FILE = Path(tempfile.gettempdir()) / "awi-aws-sandbox" / "state.json"
 TOKEN_REFRESH_SECONDS = 600
+CLOUDS = ("aws", "gcp", "azure")
+
+
+def _clouds(value: str) -> list[str]:
+    clouds = [c.strip().lower() for c in value.split(",") if c.strip()]
+    unknown = [c for c in clouds if c not in CLOUDS]
+    if unknown or not clouds:
+        raise argparse.ArgumentTypeError(f"clouds must be a comma list of {', '.join(CLOUDS)}; got {value!r}")
+    return list(dict.fromkeys(clouds))
 
 
 def _read_state(path: Path) -> dict[str, Any] | None:
@@ -84,14 +99,16 @@ def _cleanup_files(state_file: Path, state: dict[str, Any] | None) -> None:
         state_file.unlink()
     if state and state.get("tmp_dir"):
         shutil.rmtree(state["tmp_dir"], ignore_errors=True)
+    if state and isinstance(state.get("gcp"), dict) and state["gcp"].get("tmp_dir"):
+        shutil.rmtree(state["gcp"]["tmp_dir"], ignore_errors=True)
+    if state and isinstance(state.get("azure"), dict) and state["azure"].get("tmp_dir"):
+        shutil.rmtree(state["azure"]["tmp_dir"], ignore_errors=True)
 
 
 # --- commands ----------------------------------------------------------------------------------------------
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    from .aws import AwsSandbox
-
     state_file = Path(args.state_file)
     stop = threading.Event()
 
@@ -101,22 +118,61 @@ def cmd_serve(args: argparse.Namespace) -> int:
     for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
         signal.signal(sig, _on_signal)
 
-    sb = AwsSandbox.start(port=args.port, pod_identity_port=args.pod_identity_port)
-    try:
-        token_file = sb.write_web_identity_token()
-        state = {"pid": os.getpid(), "started_at": time.time(), "tmp_dir": str(sb.tmp_dir), **sb.describe()}
-        state["web_identity_token_file"] = str(token_file)
+    with contextlib.ExitStack() as stack:
+
+        @stack.callback
+        def _remove_state() -> None:
+            current = _read_state(state_file)
+            if current is not None and current.get("pid") == os.getpid():
+                _cleanup_files(state_file, current)
+            print(f"{'+'.join(args.clouds)} sandbox stopped", flush=True)
+
+        state: dict[str, Any] = {"pid": os.getpid(), "started_at": time.time(), "clouds": args.clouds}
+        sb = None
+        if "aws" in args.clouds:
+            from .aws import AwsSandbox
+
+            sb = AwsSandbox.start(port=args.port, pod_identity_port=args.pod_identity_port)
+            stack.callback(sb.stop)
+            token_file = sb.write_web_identity_token()
+            state.update({"tmp_dir": str(sb.tmp_dir), **sb.describe()})
+            state["web_identity_token_file"] = str(token_file)
+        if "gcp" in args.clouds:
+            from .gcp import GcpSandbox
+
+            gcp = GcpSandbox.start(
+                metadata_port=args.gcp_metadata_port, iam_port=args.gcp_iam_port, storage_port=args.gcp_storage_port
+            )
+            stack.callback(gcp.stop)
+            state["gcp"] = gcp.describe()
+            print(
+                f"gcp sandbox ready: metadata {gcp.metadata_host}, iam {gcp.iam_endpoint}, gcs {gcp.storage_host}",
+                flush=True,
+            )
+
+        azure = None
+        if "azure" in args.clouds:
+            from .azure import AzureSandbox
+
+            azure = AzureSandbox.start()
+            stack.callback(azure.stop)
+            azure.write_sa_token()
+            state["azure"] = {"tmp_dir": str(azure.tmp_dir), **azure.describe()}
+            print(
+                f"azure sandbox ready: imds {azure.imds_url}, entra {azure.authority_host}, "
+                f"blob {azure.blob_account_url}",
+                flush=True,
+            )
+
         _write_state(state_file, state)
-        print(f"aws sandbox ready: {sb.endpoint_url} (pod identity {sb.pod_identity_url})", flush=True)
+        if sb is not None:
+            print(f"aws sandbox ready: {sb.endpoint_url} (pod identity {sb.pod_identity_url})", flush=True)
         # kubelet rotates projected tokens; keep the demo's IRSA token fresh the same way
         while not stop.wait(TOKEN_REFRESH_SECONDS):
-            sb.write_web_identity_token(token_file)
-    finally:
-        sb.stop()
-        current = _read_state(state_file)
-        if current is not None and current.get("pid") == os.getpid():
-            _cleanup_files(state_file, current)
-        print("aws sandbox stopped", flush=True)
+            if sb is not None:
+                sb.write_web_identity_token(token_file)
+            if azure is not None:
+                azure.write_sa_token()
     return 0
 
 
@@ -129,6 +185,10 @@ def cmd_start(args: argparse.Namespace) -> int:
             return 1
         _cleanup_files(state_file, existing)
     state_file.parent.mkdir(parents=True, exist_ok=True)
+    if "azure" in args.clouds:  # npm ci on first use, outside the readiness timeout
+        from ._azure_azurite import ensure_installed
+
+        ensure_installed()
     log_path = state_file.with_suffix(".log")
     command = [
         sys.executable,
@@ -141,6 +201,14 @@ def cmd_start(args: argparse.Namespace) -> int:
         str(args.port),
         "--pod-identity-port",
         str(args.pod_identity_port),
+        "--clouds",
+        ",".join(args.clouds),
+        "--gcp-metadata-port",
+        str(args.gcp_metadata_port),
+        "--gcp-iam-port",
+        str(args.gcp_iam_port),
+        "--gcp-storage-port",
+        str(args.gcp_storage_port),
     ]
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO_ROOT), env.get("PYTHONPATH", "")) if p)
@@ -173,7 +241,7 @@ def cmd_start(args: argparse.Namespace) -> int:
             child.wait(timeout=5)
     _cleanup_files(state_file, _read_state(state_file))
     tail = log_path.read_text(errors="replace")[-4000:] if log_path.exists() else ""
-    print(f"aws sandbox did not start (exit {child.returncode}); log {log_path}:\n{tail}", file=sys.stderr)
+    print(f"sandbox did not start (exit {child.returncode}); log {log_path}:\n{tail}", file=sys.stderr)
     return 1
 
 
@@ -210,14 +278,33 @@ def cmd_env(args: argparse.Namespace) -> int:
     if state is None or not _alive(int(state.get("pid", 0))):
         print("not running", file=sys.stderr)
         return 1
-    env = {**state["env"]["isolation"], **state["env"][args.kind.replace("-", "_")]}
+    if args.kind == "gcp":
+        if "gcp" not in state:
+            print("the running sandbox has no gcp (start it with --clouds aws,gcp or --clouds gcp)", file=sys.stderr)
+            return 1
+        gcp_env = state["gcp"]["env"]
+        env = {**gcp_env["isolation"], **gcp_env["gke"], **gcp_env["storage"]}
+    elif args.kind.startswith("azure"):
+        if "azure" not in state:
+            print("the running sandbox has no azure (start it with --clouds azure)", file=sys.stderr)
+            return 1
+        azure_env = state["azure"]["env"]
+        env = {**azure_env["tls"], **azure_env["imds" if args.kind == "azure-imds" else "workload_identity"]}
+    elif "env" not in state:
+        print("the running sandbox has no aws (start it with --clouds aws)", file=sys.stderr)
+        return 1
+    else:
+        env = {**state["env"]["isolation"], **state["env"][args.kind.replace("-", "_")]}
     for name, value in env.items():
         print(f"export {name}={shlex.quote(value)}")
     return 0
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m dev.sandbox", description="Local AWS sandbox (moto + fakes).")
+    parser = argparse.ArgumentParser(
+        prog="python -m dev.sandbox",
+        description="Local cloud sandboxes (AWS: moto + fakes; GCP: fakes + GCS emulator).",
+    )
     sub = parser.add_subparsers(dest="command", required=True)
 
     def add(name: str, help_text: str) -> argparse.ArgumentParser:
@@ -229,12 +316,17 @@ def main(argv: list[str] | None = None) -> int:
         p = add(name, help_text)
         p.add_argument("--port", type=int, default=0, help="moto port (0: free port)")
         p.add_argument("--pod-identity-port", type=int, default=0, help="Pod Identity agent port (0: free)")
+        p.add_argument(
+            "--clouds", "--cloud", type=_clouds, default=["aws"], help="comma list of aws,gcp,azure (default: aws)"
+        )
+        for server in ("metadata", "iam", "storage"):
+            p.add_argument(f"--gcp-{server}-port", type=int, default=0, help=f"GCP {server} fake port (0: free)")
         if name == "start":
             p.add_argument("--timeout", type=float, default=30.0, help="seconds to wait for readiness")
     add("stop", "stop a started sandbox").add_argument("--timeout", type=float, default=10.0)
     add("status", "print the state; exit 1 if not running")
     add("env", "print export lines for a pod identity").add_argument(
-        "kind", choices=["irsa", "pod-identity", "default-chain"]
+        "kind", choices=["irsa", "pod-identity", "default-chain", "gcp", "azure", "azure-imds"]
     )
     args = parser.parse_args(argv)
     handlers = {"serve": cmd_serve, "start": cmd_start, "stop": cmd_stop, "status": cmd_status, "env": cmd_env}
