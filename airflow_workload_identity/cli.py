@@ -27,8 +27,12 @@ def _hook(conn_id: str) -> Any:
         from airflow_workload_identity.aws.hook import AwsWorkloadIdentityHook
 
         return AwsWorkloadIdentityHook(aws_conn_id=conn_id)
+    if conn.conn_type == "gcp_workload_identity":
+        from airflow_workload_identity.gcp.hook import GcpWorkloadIdentityHook
+
+        return GcpWorkloadIdentityHook(gcp_conn_id=conn_id)
     raise WorkloadIdentityError(
-        f"connection {conn_id!r} has type {conn.conn_type!r}; this command serves aws_workload_identity connections"
+        f"connection {conn_id!r} has type {conn.conn_type!r}; this command serves the *_workload_identity types"
     )
 
 
@@ -39,9 +43,7 @@ def _whoami(args: argparse.Namespace) -> int:
 
 
 def _policy(args: argparse.Namespace) -> int:
-    from airflow_workload_identity.aws.hook import policy_text
-
-    print(policy_text(_hook(args.conn_id)))
+    print(_hook(args.conn_id).policy())
     return 0
 
 

@@ -153,7 +153,7 @@ class Field:
             if "maxItems" in schema and len(value) > schema["maxItems"]:
                 raise fail(f"has {len(value)} entries; the limit is {schema['maxItems']}")
             if "minItems" in schema and len(value) < schema["minItems"]:
-                raise fail(f"needs at least {schema['minItems']} entries")
+                raise fail(f"needs at least {schema['minItems']} entr{'y' if schema['minItems'] == 1 else 'ies'}")
             items = schema.get("items", {})
             for index, item in enumerate(value):
                 if items.get("type") == "string" and not isinstance(item, str):

@@ -218,6 +218,15 @@ class AwsWorkloadIdentityHook(BaseHook):
         principal = self.chain.credentials.principal or self.spec.role_arn
         return explain_data_access_denied(error, principal=principal, service=service, resource=resource, action=action)
 
+    def policy(self) -> str:
+        """What the connection needs granted, hop by hop, from its spec and the running source identity."""
+        from airflow_workload_identity.aws.policy import required_grants
+
+        chain = self.chain
+        return required_grants(
+            chain.spec.hops(RunContext.current(self.aws_conn_id)), chain.source.caller_arn(), chain.source.description
+        )
+
     def test_connection(self) -> tuple[bool, str]:
         """Assume every hop now and say who we became (Airflow's connection test)."""
         try:
@@ -226,15 +235,3 @@ class AwsWorkloadIdentityHook(BaseHook):
             return False, f"{type(exc).__name__}: {exc}"
         except Exception as exc:
             return False, f"{type(exc).__name__}: {exc}"
-
-
-def policy_text(hook: AwsWorkloadIdentityHook) -> str:
-    """What the connection needs granted, computed from its spec and the running source identity."""
-    from airflow_workload_identity.aws.policy import required_grants
-
-    chain = hook.chain
-    return required_grants(
-        chain.spec.hops(RunContext.current(hook.aws_conn_id)),
-        chain.source.caller_arn(),
-        chain.source.description,
-    )

@@ -6,6 +6,7 @@ skip themselves where that Airflow lacks the feature.
 
 from __future__ import annotations
 
+import importlib
 import json
 import subprocess
 import sys
@@ -88,12 +89,21 @@ def test_field_behaviour_validates_against_the_legacy_schema() -> None:
         validator.validate(form.legacy_ui_field_behaviour())
 
 
-def test_providers_manager_registers_the_hook(pm: Any) -> None:
+@pytest.mark.parametrize(
+    ("conn_type", "attribute", "name"),
+    [
+        ("aws_workload_identity", "aws_conn_id", "AWS Workload Identity"),
+        ("gcp_workload_identity", "gcp_conn_id", "Google Cloud Workload Identity"),
+    ],
+)
+def test_providers_manager_registers_the_hook(pm: Any, conn_type: str, attribute: str, name: str) -> None:
+    if conn_type == "gcp_workload_identity":
+        pytest.importorskip("google.auth")
     assert pm.providers[DIST].version == metadata.version(DIST)
-    hook = pm.hooks["aws_workload_identity"]
-    assert hook.hook_class_name == "airflow_workload_identity.aws.hook.AwsWorkloadIdentityHook"
-    assert hook.connection_id_attribute_name == "aws_conn_id"
-    assert hook.hook_name == "AWS Workload Identity"
+    hook = pm.hooks[conn_type]
+    assert hook.hook_class_name == next(f.hook_class_name for f in FORMS if f.conn_type == conn_type)
+    assert hook.connection_id_attribute_name == attribute
+    assert hook.hook_name == name
     assert hook.connection_testable
     assert hook.package_name == DIST
 
@@ -105,13 +115,18 @@ def test_official_connection_types_are_not_hijacked(pm: Any) -> None:
         assert pm.hooks["aws"].package_name == "apache-airflow-providers-amazon"
 
 
-def test_hook_class_attributes_match_the_declaration() -> None:
-    from airflow_workload_identity.aws.hook import AwsWorkloadIdentityHook
-
-    assert AwsWorkloadIdentityHook.conn_type == AWS_FORM.conn_type
-    assert AwsWorkloadIdentityHook.hook_name == AWS_FORM.hook_name
-    assert f"{AwsWorkloadIdentityHook.__module__}.{AwsWorkloadIdentityHook.__name__}" == AWS_FORM.hook_class_name
-    assert AwsWorkloadIdentityHook.get_ui_field_behaviour() == AWS_FORM.legacy_ui_field_behaviour()
+@pytest.mark.parametrize("form", FORMS, ids=[f.conn_type for f in FORMS])
+def test_hook_class_attributes_match_the_declaration(form: Any) -> None:
+    module, _, name = form.hook_class_name.rpartition(".")
+    try:
+        hook = getattr(importlib.import_module(module), name)
+    except ImportError as exc:
+        pytest.skip(f"{form.conn_type}: its cloud SDK is not installed here ({exc.name})")
+    assert hook.conn_type == form.conn_type
+    assert hook.hook_name == form.hook_name
+    assert hook.get_ui_field_behaviour() == form.legacy_ui_field_behaviour()
+    assert hasattr(hook, "test_connection")
+    assert hook.default_conn_name == f"{form.conn_type}_default"
 
 
 def test_legacy_widgets_agree_with_conn_fields() -> None:

@@ -1,0 +1,111 @@
+"""``GcpWorkloadIdentityHook``: the DAG author's entry point for ``gcp_workload_identity`` connections.
+
+Thin on purpose: the connection id becomes a spec, the spec the shared chain (``credentials.py``), and
+the hook hands out google-auth credentials, tokens and the project. Identity is always rebuilt from the
+connection id, so a deferred task or a trigger cannot silently lose the chain.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from functools import cached_property
+from typing import Any
+
+from airflow_workload_identity._compat import BaseHook, get_connection, mask_secret
+from airflow_workload_identity.errors import ConfigError, WorkloadIdentityError
+from airflow_workload_identity.gcp.credentials import GcpChain, SharedToken, resolve
+from airflow_workload_identity.gcp.spec import CONN_TYPE, FORM, GcpIdentitySpec
+from airflow_workload_identity.report import IdentityReport
+
+__all__ = ["GcpWorkloadIdentityHook"]
+
+
+class GcpWorkloadIdentityHook(BaseHook):
+    """Impersonate the connection's service account (through its chain) from the pod's ambient credentials.
+
+    :param gcp_conn_id: a ``gcp_workload_identity`` connection.
+    """
+
+    conn_name_attr = "gcp_conn_id"
+    default_conn_name = "gcp_workload_identity_default"
+    conn_type = CONN_TYPE
+    hook_name = FORM.hook_name
+
+    def __init__(self, gcp_conn_id: str = default_conn_name, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.gcp_conn_id = gcp_conn_id
+
+    @classmethod
+    def get_connection_form_widgets(cls) -> dict[str, Any]:
+        return FORM.legacy_widgets()
+
+    @classmethod
+    def get_ui_field_behaviour(cls) -> dict[str, Any]:
+        return FORM.legacy_ui_field_behaviour()
+
+    @cached_property
+    def spec(self) -> GcpIdentitySpec:
+        """The connection's validated spec (raises ``ConfigError`` before any network call)."""
+        conn = get_connection(self.gcp_conn_id)
+        if conn.conn_type and conn.conn_type != CONN_TYPE:
+            raise ConfigError(
+                "conn_type",
+                f"connection {self.gcp_conn_id!r} has type {conn.conn_type!r}",
+                f"use a connection of type {CONN_TYPE!r} with this hook",
+                conn_type=CONN_TYPE,
+            )
+        return GcpIdentitySpec.from_extra(conn.extra_dejson)
+
+    @property
+    def chain(self) -> GcpChain:
+        chain = resolve(self.spec)
+        chain.token.add_listener(mask_secret)
+        chain.source.token.add_listener(mask_secret)
+        return chain
+
+    def get_credentials(self) -> SharedToken:
+        """google-auth credentials for the target: shared per process, refreshing themselves; pass them to
+        any Google client library (``storage.Client(credentials=..., project=hook.project_id)``)."""
+        return self.chain.token
+
+    def get_access_token(self) -> str:
+        """A current access token of the target (the shared one while fresh)."""
+        return self.chain.access_token()
+
+    def get_id_token(self, audience: str) -> str:
+        """An OpenID Connect ID token of the target for ``audience`` (Cloud Run, IAP), via generateIdToken."""
+        return self.chain.id_token(audience)
+
+    async def get_access_token_async(self) -> str:
+        """For triggers: never blocks the event loop; never mints while the shared token is fresh."""
+        return await self.chain.access_token_async()
+
+    @property
+    def project_id(self) -> str | None:
+        """``project_id``, else the target's project (``<name>@<project>.iam...``), else
+        ``GOOGLE_CLOUD_PROJECT``; never guessed from developer/appspot accounts."""
+        return self.spec.resolved_project(os.environ)
+
+    def get_conn(self) -> SharedToken:
+        return self.get_credentials()
+
+    def whoami(self, *, verify: bool = False) -> IdentityReport:
+        """Every hop: the source e-mail (from the metadata server), each delegate, the target, expiry."""
+        return self.chain.report(self.gcp_conn_id, verify=verify)
+
+    def policy(self) -> str:
+        """The Token Creator bindings each hop needs, from the running source identity."""
+        from airflow_workload_identity.gcp.policy import required_bindings
+
+        chain = self.chain
+        with contextlib.suppress(WorkloadIdentityError):
+            chain.source.token.ensure()
+        return required_bindings(self.spec.impersonation_chain, chain.source.email())
+
+    def test_connection(self) -> tuple[bool, str]:
+        """Mint through the chain now and say who we became (one live generateIdToken call)."""
+        try:
+            return True, self.whoami(verify=True).one_line()
+        except Exception as exc:
+            return False, f"{type(exc).__name__}: {exc}"

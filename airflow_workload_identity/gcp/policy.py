@@ -1,0 +1,179 @@
+"""What must be granted for a GCP connection to work, and IAM Credentials errors turned into fixes.
+
+``token_creator_command`` gives the ``gcloud`` binding for one hop; ``explain_iam_error`` turns an
+error body (``status``, ``details[].reason``, ``metadata.permission``) into a typed error that names the
+hop, the caller, the target and the command that fixes it. Pure Python.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import Any
+
+from airflow_workload_identity.errors import (
+    AccessDenied,
+    ConfigError,
+    IdentityUnavailable,
+    TransientError,
+    WorkloadIdentityError,
+)
+
+__all__ = ["explain_iam_error", "parse_error_body", "required_bindings", "token_creator_command"]
+
+CONN_TYPE = "gcp_workload_identity"
+TOKEN_CREATOR = "roles/iam.serviceAccountTokenCreator"
+
+
+def token_creator_command(caller: str, target: str) -> str:
+    """The gcloud command that lets ``caller`` mint tokens for ``target``."""
+    return (
+        f"gcloud iam service-accounts add-iam-policy-binding {target} "
+        f"--member=serviceAccount:{caller} --role={TOKEN_CREATOR}"
+    )
+
+
+def parse_error_body(body: Any) -> dict[str, Any] | None:
+    """``{"code", "status", "message", "reason", "permission"}`` from a Google JSON error, else ``None``."""
+    if isinstance(body, bytes):
+        body = body.decode("utf-8", "replace")
+    if isinstance(body, dict):
+        data: Any = body
+    else:
+        try:
+            data = json.loads(str(body))
+        except ValueError:
+            match = re.search(r"\{.*\}", str(body), re.S)  # google-auth sometimes wraps the body in text
+            if not match:
+                return None
+            try:
+                data = json.loads(match.group(0).replace("'", '"'))
+            except ValueError:
+                return None
+    error = data.get("error") if isinstance(data, dict) else None
+    if not isinstance(error, dict):
+        return None
+    reason = permission = None
+    for detail in error.get("details") or []:
+        if isinstance(detail, dict) and detail.get("reason"):
+            reason = detail.get("reason")
+            permission = (detail.get("metadata") or {}).get("permission")
+            break
+    return {
+        "code": error.get("code"),
+        "status": error.get("status"),
+        "message": str(error.get("message", "")),
+        "reason": reason,
+        "permission": permission,
+    }
+
+
+def explain_iam_error(
+    error: Exception, *, hop: int, hops: int, caller: str | None, target: str, endpoint: str | None
+) -> WorkloadIdentityError:
+    """A typed error for a failed token request, with the fix."""
+    body = error.args[1] if len(error.args) > 1 else (error.args[0] if error.args else "")
+    parsed = parse_error_body(body)
+    if parsed is None:
+        text = str(body)
+        shown = "an HTML error page (the Google front end)" if "<html" in text.lower() else text[:300]
+        return TransientError(f"token request for {target}", 1, shown)
+    code, status, message, reason = parsed["code"], parsed["status"], parsed["message"], parsed["reason"]
+    cloud = {"cloud_code": f"{code} {status}".strip(), "cloud_message": message, "endpoint": endpoint}
+    if reason == "IAM_PERMISSION_DENIED":
+        who = caller or "<the source service account>"
+        return AccessDenied(
+            hop=hop,
+            hops=hops,
+            caller=caller,
+            target=target,
+            permission=str(parsed["permission"] or "iam.serviceAccounts.getAccessToken"),
+            remediation=(
+                f"{who} needs {TOKEN_CREATOR} on {target} (hop {hop} of {hops}). Run, as an owner of {target}:\n"
+                f"  {token_creator_command(who, target)}"
+            ),
+            **cloud,
+        )
+    if code == 404:
+        missing = re.search(r"email ([^\s]+)", message)
+        account = missing.group(1) if missing else target
+        return ConfigError(
+            "impersonation_chain",
+            f"service account {account} does not exist (IAM Credentials answered 404)",
+            "check the e-mail for typos and that the account was not deleted",
+            conn_type=CONN_TYPE,
+        )
+    if code == 400 and "lifetime" in message.lower():
+        return ConfigError(
+            "lifetime_seconds",
+            f"IAM Credentials refused it: {message}",
+            f"set lifetime_seconds to 3600 or less, or add {target} to the org-policy constraint "
+            "constraints/iam.allowServiceAccountCredentialLifetimeExtension",
+            conn_type=CONN_TYPE,
+        )
+    if reason == "ACCESS_TOKEN_SCOPE_INSUFFICIENT":
+        return AccessDenied(
+            hop=0,
+            hops=hops,
+            caller=caller,
+            target=target,
+            permission="call the IAM Credentials API",
+            remediation=(
+                "The source credentials lack the cloud-platform (or iam) OAuth scope. On GKE with Workload "
+                "Identity tokens carry cloud-platform; on a VM, give the instance the cloud-platform scope; "
+                "for ADC run: gcloud auth application-default login --scopes="
+                "https://www.googleapis.com/auth/cloud-platform"
+            ),
+            **cloud,
+        )
+    if reason == "SERVICE_DISABLED" or "has not been used" in message or "is disabled" in message:
+        return AccessDenied(
+            hop=hop,
+            hops=hops,
+            caller=caller,
+            target=target,
+            permission="use iamcredentials.googleapis.com",
+            remediation="Enable the IAM Service Account Credentials API in the source's project:\n"
+            "  gcloud services enable iamcredentials.googleapis.com --project <the source's project>",
+            **cloud,
+        )
+    if code == 401:
+        return IdentityUnavailable(
+            "source",
+            ("the source credentials",),
+            f"IAM Credentials rejected the source token ({reason or status}: {message})",
+        )
+    if isinstance(code, int) and (code == 429 or code >= 500):
+        return TransientError(f"token request for {target} at {endpoint}", 1, f"{code} {status}: {message}")
+    return AccessDenied(
+        hop=hop,
+        hops=hops,
+        caller=caller,
+        target=target,
+        permission="mint a token",
+        remediation="See the cloud's message above.",
+        **cloud,
+    )
+
+
+def required_bindings(chain: tuple[str, ...], source_email: str | None) -> str:
+    """Every Token Creator binding the chain needs, hop by hop, as gcloud commands."""
+    caller = source_email or "<the pod's Google service account>"
+    lines = [
+        f"Source identity: {source_email or '(unknown: no Google service account could be resolved here)'}.",
+        f"This connection impersonates {len(chain)} service account(s) in order; the last is the target.",
+    ]
+    for position, account in enumerate(chain, start=1):
+        lines += [
+            "",
+            f"# Hop {position} of {len(chain)}: {caller} -> {account}",
+            token_creator_command(caller, account),
+        ]
+        caller = account
+    lines += [
+        "",
+        "# Also: the IAM Service Account Credentials API enabled in the source's project",
+        "gcloud services enable iamcredentials.googleapis.com --project <the source's project>",
+        "# and the target granted on the data it reads (e.g. roles/storage.objectViewer on a bucket).",
+    ]
+    return "\n".join(lines)

@@ -1,0 +1,244 @@
+"""What identity a ``gcp_workload_identity`` connection describes: fields, parsing, validation.
+
+Pure Python (no Airflow, no google-auth). The chain is ordered from the source's side to the target:
+the last entry is the service account the tasks act as (gcloud's and the official provider's
+convention); earlier entries are delegates, each of which must hold Token Creator on the next.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, Literal
+from urllib.parse import urlsplit
+
+from airflow_workload_identity.errors import ConfigError
+from airflow_workload_identity.fields import ConnectionForm, Field
+
+__all__ = ["CONN_TYPE", "FORM", "GcpIdentitySpec"]
+
+CONN_TYPE = "gcp_workload_identity"
+SOURCES = ("auto", "metadata", "adc")
+Source = Literal["auto", "metadata", "adc"]
+CLOUD_PLATFORM = "https://www.googleapis.com/auth/cloud-platform"
+MAX_LIFETIME = 43200
+DEFAULT_LIFETIME = 3600
+
+# Service-account e-mails: <name>@<project>.iam.gserviceaccount.com, and Google's other SA domains
+# (<number>-compute@developer..., <project>@appspot..., domain-scoped projects, service agents).
+SA_EMAIL_PATTERN = r"^[a-z0-9][a-z0-9-]{0,62}@[a-z0-9][a-z0-9.:-]*\.gserviceaccount\.com$"
+_SA_IN_PATH = re.compile(r"^projects/-/serviceAccounts/(?P<email>.+)$")
+_IAM_PROJECT = re.compile(r"^[^@]+@(?P<project>[a-z][a-z0-9-]{4,28}[a-z0-9])\.iam\.gserviceaccount\.com$")
+PROJECT_PATTERN = r"^(?:[a-z][a-z0-9.-]{0,61}:)?[a-z][a-z0-9-]{4,28}[a-z0-9]$"
+SCOPE_PATTERN = r"^https://www\.googleapis\.com/auth/[a-z0-9._/-]+$"
+EMAIL_PATTERN = r"^[^@\s]+@[^@\s]+\.[a-z]{2,}$"
+
+FIELDS: tuple[Field, ...] = (
+    Field(
+        name="impersonation_chain",
+        label="Impersonation chain (source side first, target last)",
+        description=(
+            "Service-account e-mails, one per line, in order: the pod's own service account needs Token "
+            "Creator on the FIRST, each on the next, and the LAST is the account your tasks act as. A "
+            "single e-mail impersonates it directly. Example: hop@proj.iam.gserviceaccount.com then "
+            "reader@customer.iam.gserviceaccount.com."
+        ),
+        schema={
+            "type": "array",
+            "items": {"type": "string", "pattern": r"^(?:projects/-/serviceAccounts/)?[^@\s]+@[^@\s]+$"},
+            "minItems": 1,
+            "maxItems": 10,
+        },
+        fix="list service-account e-mails like reader@my-project.iam.gserviceaccount.com, target last",
+        required=True,
+        section="Target service account",
+    ),
+    Field(
+        name="expected_principal",
+        label="Expected final service account",
+        description=(
+            "Optional. The e-mail the final identity must be. If the chain's target differs, the hook "
+            "refuses to hand out credentials."
+        ),
+        schema={"type": "string", "pattern": SA_EMAIL_PATTERN},
+        fix="use the target service account's e-mail",
+        section="Target service account",
+    ),
+    Field(
+        name="scopes",
+        label="OAuth scopes",
+        description=(
+            "Optional. Scopes of the impersonated access token, one per line. Default "
+            f"{CLOUD_PLATFORM} (IAM roles then decide what the account may do)."
+        ),
+        schema={"type": "array", "items": {"type": "string", "pattern": SCOPE_PATTERN}, "maxItems": 50},
+        fix="use scope URLs like https://www.googleapis.com/auth/cloud-platform",
+        section="Token",
+    ),
+    Field(
+        name="lifetime_seconds",
+        label="Token lifetime (seconds)",
+        description=(
+            "Optional. Lifetime of impersonated access tokens, default 3600. Up to 43200 only if the "
+            "target is listed in the org-policy constraint "
+            "constraints/iam.allowServiceAccountCredentialLifetimeExtension."
+        ),
+        schema={"type": "integer", "minimum": 60, "maximum": MAX_LIFETIME, "default": DEFAULT_LIFETIME},
+        fix="use a number of seconds between 60 and 43200 (over 3600 needs the org-policy constraint)",
+        section="Token",
+    ),
+    Field(
+        name="project_id",
+        label="Project ID",
+        description=(
+            "Optional. The project clients default to. If empty: the target's project when its e-mail is "
+            "<name>@<project>.iam.gserviceaccount.com, else GOOGLE_CLOUD_PROJECT; never guessed from "
+            "developer/appspot accounts."
+        ),
+        schema={"type": "string", "pattern": PROJECT_PATTERN},
+        fix="use a project id like my-project-123",
+        section="Token",
+    ),
+    Field(
+        name="quota_project_id",
+        label="Quota project ID",
+        description="Optional. The project billed for API quota (x-goog-user-project).",
+        schema={"type": "string", "pattern": PROJECT_PATTERN},
+        fix="use a project id like my-project-123",
+        section="Token",
+    ),
+    Field(
+        name="subject",
+        label="Domain-wide delegation subject",
+        description=(
+            "Optional. A Workspace user e-mail to act as, through the target's domain-wide delegation "
+            "(the target must be authorised for the scopes in the Admin console)."
+        ),
+        schema={"type": "string", "pattern": EMAIL_PATTERN},
+        fix="use a user e-mail like analyst@example.com",
+        section="Token",
+    ),
+    Field(
+        name="iam_endpoint_url",
+        label="IAM Credentials endpoint override",
+        description=(
+            "Optional. Base URL of the IAM Credentials API (a regional or Private Service Connect "
+            "endpoint), e.g. https://iamcredentials.googleapis.com. Used for every token of this connection."
+        ),
+        schema={"type": "string", "format": "url", "pattern": r"^https?://", "maxLength": 2048},
+        fix="use an absolute URL such as https://iamcredentials.googleapis.com with no path or query",
+        section="Ambient identity",
+    ),
+    Field(
+        name="source",
+        label="Ambient identity source",
+        description=(
+            "Where the pod's own credentials come from: auto (Application Default Credentials if "
+            "GOOGLE_APPLICATION_CREDENTIALS is set, else the GKE metadata server), metadata, or adc. A "
+            "named source that is absent is an error, never a fallback."
+        ),
+        schema={"type": "string", "enum": list(SOURCES), "default": "auto"},
+        fix="use one of auto, metadata, adc",
+        section="Ambient identity",
+    ),
+)
+
+FORM = ConnectionForm(
+    conn_type=CONN_TYPE,
+    hook_name="Google Cloud Workload Identity",
+    hook_class_name="airflow_workload_identity.gcp.hook.GcpWorkloadIdentityHook",
+    fields=FIELDS,
+)
+
+
+def normalise_account(entry: str) -> str:
+    """``projects/-/serviceAccounts/EMAIL`` or ``EMAIL`` → ``EMAIL`` (lower-cased)."""
+    match = _SA_IN_PATH.match(entry.strip())
+    return (match["email"] if match else entry.strip()).lower()
+
+
+@dataclass(frozen=True, kw_only=True)
+class GcpIdentitySpec:
+    """A validated ``gcp_workload_identity`` connection. Build with :meth:`from_extra`."""
+
+    impersonation_chain: tuple[str, ...]
+    scopes: tuple[str, ...] = (CLOUD_PLATFORM,)
+    lifetime_seconds: int = DEFAULT_LIFETIME
+    project_id: str | None = None
+    quota_project_id: str | None = None
+    iam_endpoint_url: str | None = None
+    subject: str | None = None
+    source: Source = "auto"
+    expected_principal: str | None = None
+
+    @classmethod
+    def from_extra(cls, extra: Mapping[str, Any] | str | None) -> GcpIdentitySpec:
+        v = FORM.parse(extra)
+        spec = cls(
+            impersonation_chain=tuple(normalise_account(e) for e in v["impersonation_chain"]),
+            scopes=tuple(v["scopes"] or (CLOUD_PLATFORM,)),
+            lifetime_seconds=DEFAULT_LIFETIME if v["lifetime_seconds"] is None else v["lifetime_seconds"],
+            project_id=v["project_id"],
+            quota_project_id=v["quota_project_id"],
+            iam_endpoint_url=v["iam_endpoint_url"].rstrip("/") if v["iam_endpoint_url"] else None,
+            subject=v["subject"],
+            source=v["source"] or "auto",
+            expected_principal=v["expected_principal"].lower() if v["expected_principal"] else None,
+        )
+        spec.validate()
+        return spec
+
+    def _error(self, field: str, problem: str, fix: str | None = None) -> ConfigError:
+        return ConfigError(field, problem, fix or FORM.field(field).fix, conn_type=CONN_TYPE)
+
+    def validate(self) -> None:
+        for position, account in enumerate(self.impersonation_chain, start=1):
+            if not re.fullmatch(SA_EMAIL_PATTERN, account):
+                raise self._error(
+                    "impersonation_chain", f"entry {position} ({account!r}) is not a service-account e-mail"
+                )
+        if len(set(self.impersonation_chain)) != len(self.impersonation_chain):
+            raise self._error("impersonation_chain", "lists the same service account twice")
+        if self.expected_principal and self.expected_principal != self.target:
+            raise self._error(
+                "expected_principal",
+                f"is {self.expected_principal} but the chain ends at {self.target}",
+                "make the last entry of impersonation_chain the expected account, or fix expected_principal",
+            )
+        if self.iam_endpoint_url is not None:
+            parts = urlsplit(self.iam_endpoint_url)
+            if parts.scheme not in ("http", "https") or not parts.hostname:
+                raise self._error("iam_endpoint_url", "is not an absolute http(s) URL")
+            if parts.query or parts.fragment or parts.username or parts.path not in ("", "/"):
+                raise self._error("iam_endpoint_url", "has a path, query, fragment or user part")
+        if self.subject and len(self.impersonation_chain) > 1:
+            raise self._error(
+                "subject",
+                "domain-wide delegation signs as the target itself, which needs a single-entry chain",
+                "impersonate the delegated account directly (one entry in impersonation_chain)",
+            )
+
+    @property
+    def target(self) -> str:
+        """The account the tasks act as: the last entry."""
+        return self.impersonation_chain[-1]
+
+    @property
+    def delegates(self) -> tuple[str, ...]:
+        """The accounts in between, in hop order (the first is impersonated by the source)."""
+        return self.impersonation_chain[:-1]
+
+    def api_delegates(self) -> list[str]:
+        """Delegates as the IAM Credentials API documents them."""
+        return [f"projects/-/serviceAccounts/{email}" for email in self.delegates]
+
+    def resolved_project(self, environ: Mapping[str, str]) -> str | None:
+        """``project_id``, else the target's own project (only for ``@<project>.iam`` accounts), else
+        ``GOOGLE_CLOUD_PROJECT``; ``None`` when none applies."""
+        if self.project_id:
+            return self.project_id
+        match = _IAM_PROJECT.match(self.target)
+        if match:
+            return match["project"]
+        return environ.get("GOOGLE_CLOUD_PROJECT") or environ.get("CLOUDSDK_CORE_PROJECT") or None
