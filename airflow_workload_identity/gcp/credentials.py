@@ -52,9 +52,6 @@ IAM_ENDPOINT = "https://iamcredentials.googleapis.com"
 #: (connect, read) seconds for every IAM Credentials call; the metadata server has google-auth's own 3 s.
 HTTP_TIMEOUT = (5.0, 30.0)
 MAX_ATTEMPTS = 3
-#: google-auth calls ``refresh`` itself (on a 401, or when its own 3m45s threshold says a source is
-#: stale); a token minted less than this long ago is not minted again for such a call.
-MIN_REMINT_SECONDS = 30.0
 METADATA_ENV = ("GCE_METADATA_HOST", "GCE_METADATA_IP")
 ADC_ENV = ("GOOGLE_APPLICATION_CREDENTIALS", "CLOUDSDK_CONFIG (gcloud application-default credentials)")
 
@@ -135,7 +132,6 @@ class SharedToken(google.auth.credentials.Credentials):
         self._lock = threading.Lock()
         self._advisory = 0.0
         self._mandatory = 0.0
-        self._minted_at = 0.0
         self.mints = 0
         self._listeners: list[Callable[[str], None]] = []
 
@@ -201,9 +197,10 @@ class SharedToken(google.auth.credentials.Credentials):
         return str(self.token)
 
     def refresh(self, request: Any) -> None:
-        """google-auth's entry point (a 401, a stale source): mint unless a fresh token is seconds old."""
+        """google-auth's entry point (a stale source, a 401 retry, the official async hooks' token
+        refresh): mint only if the shared token is not fresh, so no caller mints while it is."""
         with self._lock:
-            if self.token_state == _FRESH and time.monotonic() - self._minted_at < MIN_REMINT_SECONDS:
+            if self.token_state == _FRESH:
                 return
             self._mint(request)
 
@@ -237,7 +234,6 @@ class SharedToken(google.auth.credentials.Credentials):
             raise TransientError(f"refresh of {self.describe}", self._attempts, _short(last)) from last
         self.token = self.inner.token
         self.expiry = self.inner.expiry
-        self._minted_at = time.monotonic()
         self.mints += 1
         self._advisory, self._mandatory = refresh_windows(self._remaining())
         for listener in self._listeners:
