@@ -19,7 +19,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 WORK = ROOT / ".demo"
 STATE = WORK / "sandbox.json"
-DAG_ID = "wi_aws_demo"
+DAG_IDS = ("wi_aws_demo", "wi_gcp_demo")
 FACTORY = "airflow_workload_identity.aws.interop.WorkloadIdentitySessionFactory"
 
 
@@ -42,6 +42,8 @@ def demo_env(state: dict[str, Any]) -> dict[str, str]:
     home = WORK / "airflow-home"
     env.update(state["env"]["isolation"])
     env.update(state["env"]["irsa"])  # the pod's identity: IRSA, as on EKS
+    for group in state["gcp"]["env"].values():  # ... and GKE Workload Identity's metadata server
+        env.update(group)
     env.update(
         {
             "AIRFLOW_HOME": str(home),
@@ -57,9 +59,10 @@ def demo_env(state: dict[str, Any]) -> dict[str, str]:
     return env
 
 
-def connections(state: dict[str, Any]) -> dict[str, dict[str, Any]]:
-    sc = state["scenario"]
-    return {
+def connections(state: dict[str, Any]) -> dict[str, tuple[str, dict[str, Any]]]:
+    sc, gc = state["scenario"], state["gcp"]["scenario"]
+    iam = state["gcp"]["iam_endpoint"]
+    aws = {
         "customer_reader": {
             "role_arn": sc["customer_reader_role_arn"],
             "expected_account_ids": [sc["customer_account"]],
@@ -74,6 +77,28 @@ def connections(state: dict[str, Any]) -> dict[str, dict[str, Any]]:
         "customer_external": {"role_arn": sc["customer_external_role_arn"], "external_id": sc["external_id"]},
         "customer_untrusting": {"role_arn": sc["customer_untrusting_role_arn"]},
     }
+    gcp = {
+        "customer_gcs": {"impersonation_chain": [gc["reader_sa"]], "iam_endpoint_url": iam},
+        "customer_gcs_chain": {
+            "impersonation_chain": [gc["hop_sa"], gc["chained_reader_sa"]],
+            "iam_endpoint_url": iam,
+            "expected_principal": gc["chained_reader_sa"],
+        },
+        "customer_gcs_no_creator": {"impersonation_chain": [gc["no_creator_sa"]], "iam_endpoint_url": iam},
+    }
+    return {
+        **{k: ("aws_workload_identity", v) for k, v in aws.items()},
+        **{k: ("gcp_workload_identity", v) for k, v in gcp.items()},
+    }
+
+
+LOCAL_SETTINGS = """\
+# Written by the demo: every Airflow process of this home gives the official Google hooks the
+# package's shared credentials on gcp_workload_identity connections (docs/gcp.md).
+from airflow_workload_identity.gcp.interop import install
+
+install()
+"""
 
 
 def main() -> int:
@@ -83,9 +108,12 @@ def main() -> int:
     airflow = [python, "-m", "airflow"]
     started = False
     try:
-        banner("Starting the local AWS sandbox (moto with IAM enforcement, fake EKS OIDC issuer) on 127.0.0.1")
+        banner(
+            "Starting the local cloud on 127.0.0.1: AWS (moto with IAM enforcement, EKS OIDC) and GCP (GKE metadata, "
+            "IAM Credentials, GCS)"
+        )
         subprocess.run(
-            [python, "-m", "dev.sandbox", "start", "--state-file", str(STATE)],
+            [python, "-m", "dev.sandbox", "start", "--clouds", "aws,gcp", "--state-file", str(STATE)],
             cwd=ROOT,
             check=True,
             stdout=subprocess.DEVNULL,
@@ -94,27 +122,26 @@ def main() -> int:
         started = True
         state = json.loads(STATE.read_text())
         env = demo_env(state)
-        print(f"sandbox: {state['endpoint_url']}; pod identity: IRSA as {state['env']['irsa']['AWS_ROLE_ARN']}")
+        print(f"AWS: {state['endpoint_url']}; pod identity: IRSA as {state['env']['irsa']['AWS_ROLE_ARN']}")
+        print(f"GCP: metadata {state['gcp']['metadata_host']}; pod identity: {state['gcp']['scenario']['source_sa']}")
+        config = WORK / "airflow-home" / "config"
+        config.mkdir(parents=True)
+        (config / "airflow_local_settings.py").write_text(LOCAL_SETTINGS)
 
         banner("Airflow on SQLite in a scratch home")
         run([*airflow, "db", "migrate"], env)
 
         banner("Connections: identifiers only, no secret")
-        for conn_id, extra in connections(state).items():
-            run(
-                [
-                    *airflow,
-                    "connections",
-                    "add",
-                    conn_id,
-                    "--conn-type",
-                    "aws_workload_identity",
-                    "--conn-extra",
-                    json.dumps(extra),
-                ],
-                env,
+        defined = connections(state)
+        conn_file = WORK / "connections.json"
+        conn_file.write_text(
+            json.dumps(
+                {cid: {"conn_type": ctype, "extra": json.dumps(extra)} for cid, (ctype, extra) in defined.items()}
             )
-            print(f"  {conn_id}: {json.dumps(extra)}")
+        )
+        run([*airflow, "connections", "import", str(conn_file)], env)
+        for conn_id, (conn_type, extra) in defined.items():
+            print(f"  {conn_id} ({conn_type}): {json.dumps(extra)}")
 
         banner("airflow-workload-identity whoami customer_chain")
         print(run([python, "-m", "airflow_workload_identity.cli", "whoami", "customer_chain"], env))
@@ -123,19 +150,24 @@ def main() -> int:
         banner("airflow connections test customer_external")
         print(run([*airflow, "connections", "test", "customer_external"], env))
 
-        banner(f"airflow dags test {DAG_ID}")
-        output = run([*airflow, "dags", "test", DAG_ID], env, check=False)
-        print(output)
-        states = task_states(env)
-        banner("Result")
-        for task, task_state in states.items():
-            print(f"  {task}: {task_state}")
-        if not states or any(s != "success" for s in states.values()):
+        banner("airflow-workload-identity policy customer_gcs_chain")
+        print(run([python, "-m", "airflow_workload_identity.cli", "policy", "customer_gcs_chain"], env))
+
+        failed = False
+        for dag_id in DAG_IDS:
+            banner(f"airflow dags test {dag_id}")
+            print(run([*airflow, "dags", "test", dag_id], env, check=False))
+            states = task_states(env, dag_id)
+            banner(f"Result of {dag_id}")
+            for task, task_state in states.items():
+                print(f"  {task}: {task_state}")
+            failed = failed or not states or any(s != "success" for s in states.values())
+        if failed:
             print("demo FAILED: not every task succeeded")
             return 1
         print(
-            "demo OK: bucket A read through the hook and the official S3Hook, bucket B denied with the fix, "
-            "an untrusting role refused with the trust policy to paste."
+            "demo OK: the customers' buckets read through the hooks and the official S3Hook / GCSHook, the other "
+            "buckets denied with the fix, untrusting roles and missing Token Creator refused with what to grant."
         )
         return 0
     finally:
@@ -144,15 +176,15 @@ def main() -> int:
             subprocess.run([python, "-m", "dev.sandbox", "stop", "--state-file", str(STATE)], cwd=ROOT, timeout=60)
 
 
-def task_states(env: dict[str, str]) -> dict[str, str]:
+def task_states(env: dict[str, str], dag_id: str) -> dict[str, str]:
     runs = json.loads(
-        run([sys.executable, "-m", "airflow", "dags", "list-runs", DAG_ID, "-o", "json"], env).strip().splitlines()[-1]
+        run([sys.executable, "-m", "airflow", "dags", "list-runs", dag_id, "-o", "json"], env).strip().splitlines()[-1]
     )
     if not runs:
         return {}
     run_id = runs[0]["run_id"]
     rows = json.loads(
-        run([sys.executable, "-m", "airflow", "tasks", "states-for-dag-run", DAG_ID, run_id, "-o", "json"], env)
+        run([sys.executable, "-m", "airflow", "tasks", "states-for-dag-run", dag_id, run_id, "-o", "json"], env)
         .strip()
         .splitlines()[-1]
     )

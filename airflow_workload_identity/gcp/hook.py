@@ -103,6 +103,13 @@ class GcpWorkloadIdentityHook(BaseHook):
             chain.source.token.ensure()
         return required_bindings(self.spec.impersonation_chain, chain.source.email())
 
+    def explain_access_denied(self, error: Exception, *, bucket: str, role: str = "roles/storage.objectViewer") -> str:
+        """Remediation text for a 403 a client of this hook got on a bucket: who was refused, and the
+        ``gcloud`` binding that would allow it."""
+        from airflow_workload_identity.gcp.policy import explain_storage_denied
+
+        return explain_storage_denied(error, principal=self.spec.target, bucket=bucket, role=role)
+
     def test_connection(self) -> tuple[bool, str]:
         """Mint through the chain now and say who we became (one live generateIdToken call)."""
         try:

@@ -19,7 +19,13 @@ from airflow_workload_identity.errors import (
     WorkloadIdentityError,
 )
 
-__all__ = ["explain_iam_error", "parse_error_body", "required_bindings", "token_creator_command"]
+__all__ = [
+    "explain_iam_error",
+    "explain_storage_denied",
+    "parse_error_body",
+    "required_bindings",
+    "token_creator_command",
+]
 
 CONN_TYPE = "gcp_workload_identity"
 TOKEN_CREATOR = "roles/iam.serviceAccountTokenCreator"
@@ -177,3 +183,18 @@ def required_bindings(chain: tuple[str, ...], source_email: str | None) -> str:
         "# and the target granted on the data it reads (e.g. roles/storage.objectViewer on a bucket).",
     ]
     return "\n".join(lines)
+
+
+def explain_storage_denied(error: Exception, *, principal: str, bucket: str, role: str) -> str:
+    """Remediation for a data-plane 403 (e.g. GCS): who was refused, and the binding that would allow it."""
+    text = str(getattr(error, "message", "") or error)
+    parsed = parse_error_body(text)
+    message = parsed["message"] if parsed else text.strip().splitlines()[0]
+    return "\n".join(
+        [
+            f"{principal} was refused on gs://{bucket}: {message}",
+            "If this access is intended, grant it on the bucket:",
+            f"  gcloud storage buckets add-iam-policy-binding gs://{bucket} "
+            f"--member=serviceAccount:{principal} --role={role}",
+        ]
+    )

@@ -13,7 +13,7 @@ import pytest
 
 from airflow_workload_identity.aws import AwsWorkloadIdentityHook
 from airflow_workload_identity.cli import main
-from dev.sandbox import AwsSandbox
+from dev.sandbox import AwsSandbox, GcpSandbox
 from tests.fixtures_aws import Pod
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -114,3 +114,37 @@ def test_example_dag_runs_green_with_airflow_dags_test(pod: Pod, aws_sandbox: Aw
     rows = json.loads(states.stdout.strip().splitlines()[-1])
     assert len(rows) == 6
     assert {row["state"] for row in rows} == {"success"}, rows
+
+
+def test_gcp_example_dag_runs_green_with_airflow_dags_test(gke: GcpSandbox, tmp_path: Path) -> None:
+    sc = gke.scenario
+    home = tmp_path / "home"
+    (home / "config").mkdir(parents=True)
+    (home / "config" / "airflow_local_settings.py").write_text(
+        "from airflow_workload_identity.gcp.interop import install\n\ninstall()\n"
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AIRFLOW")}
+    env.update(
+        {
+            "AIRFLOW_HOME": str(home),
+            "AIRFLOW__CORE__DAGS_FOLDER": str(ROOT / "dev" / "dags"),
+            "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+            "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{home}/airflow.db",
+        }
+    )
+    for conn_id, chain in {
+        "customer_gcs": [sc.reader_sa],
+        "customer_gcs_chain": [sc.hop_sa, sc.chained_reader_sa],
+        "customer_gcs_no_creator": [sc.no_creator_sa],
+    }.items():
+        extra = {"impersonation_chain": chain, "iam_endpoint_url": gke.iam_endpoint}
+        env[f"AIRFLOW_CONN_{conn_id.upper()}"] = json.dumps({"conn_type": "gcp_workload_identity", "extra": extra})
+    airflow = [sys.executable, "-m", "airflow"]
+    subprocess.run([*airflow, "db", "migrate"], env=env, check=True, capture_output=True, timeout=300)
+    out = subprocess.run(
+        [*airflow, "dags", "test", "wi_gcp_demo"], env=env, capture_output=True, text=True, timeout=300
+    )
+    assert "official GCSHook read gs://customer-bucket-a/reports/hello.txt" in out.stdout, out.stderr[-3000:]
+    assert "hook read gs://customer-bucket-a/reports/hello.txt: 'hello from bucket A\\n'" in out.stdout
+    assert "gcloud storage buckets add-iam-policy-binding gs://customer-bucket-b" in out.stdout
+    assert "--role=roles/iam.serviceAccountTokenCreator" in out.stdout
