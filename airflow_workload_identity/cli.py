@@ -31,6 +31,10 @@ def _hook(conn_id: str) -> Any:
         from airflow_workload_identity.gcp.hook import GcpWorkloadIdentityHook
 
         return GcpWorkloadIdentityHook(gcp_conn_id=conn_id)
+    if conn.conn_type == "azure_workload_identity":
+        from airflow_workload_identity.azure.hook import AzureWorkloadIdentityHook
+
+        return AzureWorkloadIdentityHook(azure_conn_id=conn_id)
     raise WorkloadIdentityError(
         f"connection {conn_id!r} has type {conn.conn_type!r}; this command serves the *_workload_identity types"
     )

@@ -10,11 +10,12 @@ from typing import Any
 
 from airflow_workload_identity import __version__
 from airflow_workload_identity.aws.spec import FORM as AWS_FORM
+from airflow_workload_identity.azure.spec import FORM as AZURE_FORM
 from airflow_workload_identity.gcp.spec import FORM as GCP_FORM
 
 __all__ = ["get_provider_info"]
 
-FORMS = (AWS_FORM, GCP_FORM)
+FORMS = (AWS_FORM, GCP_FORM, AZURE_FORM)
 
 
 def get_provider_info() -> dict[str, Any]:

@@ -42,4 +42,4 @@ def _fresh_registry() -> Iterator[None]:
     REGISTRY.clear()
 
 
-pytest_plugins = ["tests.fixtures_aws", "tests.fixtures_gcp"]
+pytest_plugins = ["tests.fixtures_aws", "tests.fixtures_gcp", "tests.fixtures_azure"]

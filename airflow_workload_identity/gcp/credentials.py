@@ -132,6 +132,7 @@ class SharedToken(google.auth.credentials.Credentials):
         self._lock = threading.Lock()
         self._advisory = 0.0
         self._mandatory = 0.0
+        self._failure: tuple[WorkloadIdentityError, float] | None = None
         self.mints = 0
         self._listeners: list[Callable[[str], None]] = []
 
@@ -190,7 +191,9 @@ class SharedToken(google.auth.credentials.Credentials):
             finally:
                 self._lock.release()
         elif state == _INVALID:
+            waited_from = time.monotonic()
             with self._lock:
+                self._raise_if_failed_since(waited_from)
                 if self.token_state == _INVALID:
                     self._mint(request or http_request())
         assert self.token is not None
@@ -199,17 +202,33 @@ class SharedToken(google.auth.credentials.Credentials):
     def refresh(self, request: Any) -> None:
         """google-auth's entry point (a stale source, a 401 retry, the official async hooks' token
         refresh): mint only if the shared token is not fresh, so no caller mints while it is."""
+        waited_from = time.monotonic()
         with self._lock:
             if self.token_state == _FRESH:
                 return
+            self._raise_if_failed_since(waited_from)
             self._mint(request)
 
     def before_request(self, request: Any, method: str, url: str, headers: Any) -> None:
         self.ensure(request)
         self.apply(headers)
 
+    def _raise_if_failed_since(self, since: float) -> None:
+        """Callers that waited on the lock while a refresh failed get that failure, not another request."""
+        failure = self._failure
+        if failure is not None and failure[1] >= since:
+            raise failure[0]
+
     def _mint(self, request: Any) -> None:
         """One refresh of the inner credential (lock held), with bounded, jittered retries."""
+        try:
+            self._mint_once(request)
+        except WorkloadIdentityError as exc:
+            self._failure = (exc, time.monotonic())
+            raise
+        self._failure = None
+
+    def _mint_once(self, request: Any) -> None:
         if self._precheck is not None:
             self._precheck(request)
             self._precheck = None
@@ -238,6 +257,10 @@ class SharedToken(google.auth.credentials.Credentials):
         self._advisory, self._mandatory = refresh_windows(self._remaining())
         for listener in self._listeners:
             listener(str(self.token))
+
+    def __copy__(self) -> SharedToken:
+        # google-auth's impersonated credentials copy their source; a copy would stop being shared.
+        return self
 
     def __repr__(self) -> str:  # never the token
         return f"<SharedToken {self.describe} expiry={self.expiry}>"
@@ -427,7 +450,8 @@ class GcpChain:
         reason = parsed.get("reason")
         hops = len(self.spec.impersonation_chain)
         if reason == "IAM_PERMISSION_DENIED":
-            hop, caller, target = self.diagnose()
+            # One hop: the answer is the source on the target. Several: find the hop by minting hop by hop.
+            hop, caller, target = self.diagnose() if hops > 1 else (1, self.source.email(), self.spec.target)
             return explain_iam_error(error, hop=hop, hops=hops, caller=caller, target=target, endpoint=self.endpoint)
         return explain_iam_error(
             error, hop=hops, hops=hops, caller=self.source.email(), target=self.spec.target, endpoint=self.endpoint

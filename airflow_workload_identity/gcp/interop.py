@@ -50,7 +50,8 @@ def install() -> None:
             return self._cached_credentials, self._cached_project_id
         conn = self.get_connection(self.gcp_conn_id)
         if conn.conn_type != CONN_TYPE:
-            return original(self)
+            credentials, project_id = original(self)
+            return credentials, project_id
         from airflow_workload_identity.gcp.credentials import resolve
         from airflow_workload_identity.gcp.hook import GcpWorkloadIdentityHook
 

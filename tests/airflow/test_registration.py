@@ -99,6 +99,8 @@ def test_field_behaviour_validates_against_the_legacy_schema() -> None:
 def test_providers_manager_registers_the_hook(pm: Any, conn_type: str, attribute: str, name: str) -> None:
     if conn_type == "gcp_workload_identity":
         pytest.importorskip("google.auth")
+    if conn_type == "azure_workload_identity":
+        pytest.importorskip("azure.identity")
     assert pm.providers[DIST].version == metadata.version(DIST)
     hook = pm.hooks[conn_type]
     assert hook.hook_class_name == next(f.hook_class_name for f in FORMS if f.conn_type == conn_type)

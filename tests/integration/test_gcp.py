@@ -44,6 +44,21 @@ def test_reads_bucket_a_and_is_denied_bucket_b(gke: GcpSandbox, gcp_connection: 
     assert gke.calls("generateAccessToken") == 1
 
 
+def test_one_metadata_token_serves_every_chain_of_the_source(
+    gke: GcpSandbox, gcp_connection: Callable[..., str]
+) -> None:
+    sc = gke.scenario
+    one = GcpWorkloadIdentityHook(gcp_conn_id=gcp_connection("one", impersonation_chain=[sc.reader_sa]))
+    two = GcpWorkloadIdentityHook(
+        gcp_conn_id=gcp_connection("two", impersonation_chain=[sc.hop_sa, sc.chained_reader_sa])
+    )
+    one.get_access_token()
+    two.get_access_token()
+    two.get_id_token("https://svc.example")
+    assert gke.calls("metadata_token") == 1
+    assert gke.calls("generateAccessToken") == 2
+
+
 def test_two_hop_chain(gke: GcpSandbox, gcp_connection: Callable[..., str]) -> None:
     sc = gke.scenario
     hook = GcpWorkloadIdentityHook(
@@ -71,6 +86,8 @@ def test_missing_token_creator_names_the_hop_and_the_fix(
         hook.get_access_token()
     caller, target = getattr(sc, caller_attr), getattr(sc, target_attr)
     assert (err.value.hop, err.value.hops) == (hop, len(chain))
+    # One chain call, plus, for a multi-hop chain only, the hop-by-hop diagnosis up to the failing hop.
+    assert gke.calls("generateAccessToken") == (1 if len(chain) == 1 else 1 + hop)
     assert (err.value.caller, err.value.target) == (caller, target)
     assert err.value.permission == "iam.serviceAccounts.getAccessToken"
     assert (

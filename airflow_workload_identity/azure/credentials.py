@@ -1,0 +1,360 @@
+"""How an Azure connection gets and keeps tokens: workload identity or managed identity, shared, refreshed.
+
+Built on azure-identity: ``WorkloadIdentityCredential`` (the pod's projected token as client assertion)
+or ``ManagedIdentityCredential`` (IMDS) directly, as the mode says, never the slow
+``DefaultAzureCredential`` chain. Every identity HTTP call has bounded connect/read timeouts and
+bounded retries. What azure-identity lacks is added once, here, in :class:`SharedTokenCredential`:
+one token per key (identity, tenant, authority, scopes) per lifetime shared across hooks, threads and
+triggers; refresh ahead of expiry with one refresh in flight; the old token kept while a refresh is
+retried; the federated token file re-read whenever it changes; errors that say what to fix.
+
+No Airflow imports.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import logging
+import os
+import threading
+import time
+from collections.abc import Callable, Hashable, Mapping
+from typing import Any
+
+from azure.core.credentials import AccessToken, AccessTokenInfo
+from azure.core.exceptions import ClientAuthenticationError, ServiceRequestError, ServiceResponseError
+from azure.identity import CredentialUnavailableError, ManagedIdentityCredential, WorkloadIdentityCredential
+
+from airflow_workload_identity.azure.policy import explain_identity_error, token_file_claims
+from airflow_workload_identity.azure.spec import AzureIdentitySpec
+from airflow_workload_identity.errors import (
+    IdentityMismatch,
+    IdentityUnavailable,
+    TransientError,
+    WorkloadIdentityError,
+)
+from airflow_workload_identity.registry import REGISTRY, Registry, refresh_windows
+from airflow_workload_identity.report import Hop, IdentityReport
+
+__all__ = ["AsyncSharedTokenCredential", "AzureIdentity", "SharedTokenCredential", "resolve"]
+
+logger = logging.getLogger(__name__)
+
+#: Bounded identity HTTP calls: a hanging IMDS or Entra fails in seconds, not minutes.
+TRANSPORT = {"connection_timeout": 3, "read_timeout": 10}
+IMDS_RETRIES = {"retry_total": 2, "retry_backoff_factor": 0.5, "retry_backoff_max": 4}
+WI_ENV = ("AZURE_CLIENT_ID", "AZURE_TENANT_ID", "AZURE_FEDERATED_TOKEN_FILE", "AZURE_AUTHORITY_HOST")
+IMDS_ENV = ("AZURE_POD_IDENTITY_AUTHORITY_HOST (test/proxy override)", "http://169.254.169.254/metadata/identity")
+
+
+def claims_of(token: str) -> dict[str, Any]:
+    """Unverified JWT claims (for reports and diagnostics; never the token itself)."""
+    try:
+        payload = token.split(".")[1]
+        data = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
+    except (IndexError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+class _RotatingWorkloadIdentityCredential(WorkloadIdentityCredential):
+    """azure-identity re-reads the token file at most every 600 s; re-read it whenever it changes."""
+
+    def _get_service_account_token(self) -> str:
+        try:
+            stamp = os.stat(self._token_file_path).st_mtime_ns
+        except OSError:
+            stamp = -1
+        if stamp != getattr(self, "_awi_stamp", None):
+            self._last_read_time = 0
+            self._awi_stamp = stamp
+        return str(super()._get_service_account_token())
+
+
+class AzureIdentity:
+    """The resolved identity of one connection: mode, ids, authority and the azure-identity credential."""
+
+    def __init__(self, spec: AzureIdentitySpec, environ: Mapping[str, str]) -> None:
+        self.spec = spec
+        wi_file = spec.client_assertion_file or environ.get("AZURE_FEDERATED_TOKEN_FILE")
+        mode = spec.mode if spec.mode != "auto" else ("workload_identity" if wi_file else "managed_identity")
+        spec.check_mode(mode)
+        self.mode = mode
+        self.authority = spec.authority(environ)
+        if mode == "workload_identity":
+            self.client_id = spec.client_id or environ.get("AZURE_CLIENT_ID")
+            self.tenant_id = spec.tenant_id or environ.get("AZURE_TENANT_ID")
+            self.token_file = wi_file
+            missing = [
+                name
+                for name, value in (
+                    ("client_id / AZURE_CLIENT_ID", self.client_id),
+                    ("tenant_id / AZURE_TENANT_ID", self.tenant_id),
+                    ("client_assertion_file / AZURE_FEDERATED_TOKEN_FILE", self.token_file),
+                )
+                if not value
+            ]
+            if missing:
+                raise IdentityUnavailable(
+                    "workload_identity",
+                    WI_ENV,
+                    f"{', '.join(missing)} not set (the AKS workload identity webhook sets the variables for pods "
+                    "labelled azure.workload.identity/use=true whose service account names a client id)",
+                )
+            self.selector = ("client_id", self.client_id)
+        else:
+            self.client_id = spec.client_id
+            self.tenant_id = None
+            self.token_file = None
+            if spec.object_id:
+                self.selector = ("object_id", spec.object_id)
+            elif spec.resource_id:
+                self.selector = ("resource_id", spec.resource_id)
+            elif spec.client_id:
+                self.selector = ("client_id", spec.client_id)
+            else:
+                self.selector = ("system-assigned or only attached identity", "")
+        self.key: Hashable = (
+            "azure-identity",
+            mode,
+            self.selector,
+            self.tenant_id,
+            self.authority,
+            self.token_file,
+            spec.additionally_allowed_tenants,
+            spec.expected_tenant_id,
+            spec.expected_object_id,
+        )
+        self._credential: Any = None
+        self._lock = threading.Lock()
+
+    def credential(self) -> Any:
+        """The azure-identity credential (built once; no network call here)."""
+        with self._lock:
+            if self._credential is None:
+                self._credential = self._build()
+            return self._credential
+
+    def _build(self) -> Any:
+        if self.mode == "workload_identity":
+            return _RotatingWorkloadIdentityCredential(
+                tenant_id=self.tenant_id,
+                client_id=self.client_id,
+                token_file_path=self.token_file,
+                authority=self.authority,
+                additionally_allowed_tenants=list(self.spec.additionally_allowed_tenants),
+                **TRANSPORT,
+            )
+        kind, value = self.selector
+        kwargs: dict[str, Any] = {**TRANSPORT, **IMDS_RETRIES, "_exclude_workload_identity_credential": True}
+        if kind == "client_id":
+            kwargs["client_id"] = value
+        elif kind == "object_id":
+            kwargs["identity_config"] = {"object_id": value}
+        elif kind == "resource_id":
+            kwargs["identity_config"] = {"msi_res_id": value}
+        return ManagedIdentityCredential(**kwargs)
+
+    def describe(self) -> str:
+        if self.mode == "workload_identity":
+            return f"AKS workload identity (client {self.client_id}, tenant {self.tenant_id}, token {self.token_file})"
+        kind, value = self.selector
+        return f"managed identity via IMDS ({kind} {value})".rstrip()
+
+
+class SharedTokenCredential:
+    """An azure-core ``TokenCredential`` shared per identity: one token per scope set per lifetime.
+
+    Refresh windows follow the lifetime (registry.refresh_windows); one refresh in flight per scope set;
+    a failed refresh inside the advisory window keeps serving the current token and logs one line.
+    """
+
+    def __init__(self, identity: AzureIdentity) -> None:
+        self.identity = identity
+        self._tokens: dict[tuple[Any, ...], tuple[AccessTokenInfo, float, float]] = {}
+        self._locks: dict[tuple[Any, ...], threading.Lock] = {}
+        self._guard = threading.Lock()
+        self.requests = 0
+        self._listeners: list[Callable[[str], None]] = []
+
+    def add_listener(self, listener: Callable[[str], None]) -> None:
+        if listener not in self._listeners:
+            self._listeners.append(listener)
+
+    def _lock_for(self, key: tuple[Any, ...]) -> threading.Lock:
+        with self._guard:
+            return self._locks.setdefault(key, threading.Lock())
+
+    def _state(self, key: tuple[Any, ...]) -> str:
+        entry = self._tokens.get(key)
+        if entry is None:
+            return "invalid"
+        info, advisory, mandatory = entry
+        remaining = info.expires_on - time.time()
+        if remaining <= mandatory:
+            return "invalid"
+        return "stale" if remaining <= advisory else "fresh"
+
+    def fresh(self, *scopes: str, tenant_id: str | None = None) -> AccessTokenInfo | None:
+        """The cached token if it is fresh (no lock, no I/O)."""
+        key = (scopes, tenant_id)
+        return self._tokens[key][0] if self._state(key) == "fresh" else None
+
+    def get_token_info(self, *scopes: str, options: Mapping[str, Any] | None = None) -> AccessTokenInfo:
+        tenant_id = (options or {}).get("tenant_id")
+        claims = (options or {}).get("claims")
+        key = (scopes, tenant_id)
+        state = "invalid" if claims else self._state(key)
+        lock = self._lock_for(key)
+        if state == "stale" and lock.acquire(blocking=False):
+            try:
+                if self._state(key) == "stale":
+                    try:
+                        self._request(key, scopes, options)
+                    except WorkloadIdentityError as exc:
+                        logger.warning(
+                            "Advisory refresh of the %s token failed; keeping the current one: %s",
+                            self.identity.mode,
+                            str(exc).splitlines()[0],
+                        )
+            finally:
+                lock.release()
+        elif state == "invalid":
+            with lock:
+                if claims or self._state(key) == "invalid":
+                    self._request(key, scopes, options)
+        return self._tokens[key][0]
+
+    def get_token(
+        self,
+        *scopes: str,
+        claims: str | None = None,
+        tenant_id: str | None = None,
+        enable_cae: bool = False,
+        **kwargs: Any,
+    ) -> AccessToken:
+        options: dict[str, Any] = {}
+        if claims:
+            options["claims"] = claims
+        if tenant_id:
+            options["tenant_id"] = tenant_id
+        info = self.get_token_info(*scopes, options=options or None)
+        return AccessToken(info.token, info.expires_on)
+
+    def _request(self, key: tuple[Any, ...], scopes: tuple[str, ...], options: Mapping[str, Any] | None) -> None:
+        if not scopes:
+            scopes = self.identity.spec.default_scopes()
+        credential = self.identity.credential()
+        self.requests += 1
+        try:
+            info = credential.get_token_info(*scopes, options=dict(options) if options else None)
+        except (ClientAuthenticationError, CredentialUnavailableError, ValueError, OSError) as exc:
+            raise explain_identity_error(exc, self.identity) from exc
+        except (ServiceRequestError, ServiceResponseError) as exc:
+            raise TransientError(f"token request ({self.identity.describe()})", 1, str(exc)[:300]) from exc
+        self._check_expected(info.token)
+        advisory, mandatory = refresh_windows(info.expires_on - time.time())
+        self._tokens[key] = (info, advisory, mandatory)
+        for listener in self._listeners:
+            listener(info.token)
+
+    def _check_expected(self, token: str) -> None:
+        spec, claims = self.identity.spec, claims_of(token)
+        if spec.expected_tenant_id and str(claims.get("tid", "")).lower() != spec.expected_tenant_id:
+            raise IdentityMismatch("expected_tenant_id", (spec.expected_tenant_id,), f"tenant {claims.get('tid')}")
+        if spec.expected_object_id and str(claims.get("oid", "")).lower() != spec.expected_object_id:
+            raise IdentityMismatch("expected_object_id", (spec.expected_object_id,), f"object {claims.get('oid')}")
+
+    def close(self) -> None:
+        """Shared: closing a hook's view does not close the process-wide credential."""
+
+    def __enter__(self) -> SharedTokenCredential:
+        return self
+
+    def __exit__(self, *args: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"<SharedTokenCredential {self.identity.describe()}>"
+
+
+class AsyncSharedTokenCredential:
+    """An azure-core ``AsyncTokenCredential`` over the shared credential: a fresh token is returned
+    without a thread or I/O; a refresh runs the shared (single-flight) sync refresh off the event loop.
+    It owns no aiohttp session, so there is nothing left unclosed."""
+
+    def __init__(self, shared: SharedTokenCredential) -> None:
+        self._shared = shared
+
+    async def get_token_info(self, *scopes: str, options: Mapping[str, Any] | None = None) -> AccessTokenInfo:
+        if not options:
+            cached = self._shared.fresh(*scopes)
+            if cached is not None:
+                return cached
+        return await asyncio.to_thread(self._shared.get_token_info, *scopes, options=options)
+
+    async def get_token(
+        self,
+        *scopes: str,
+        claims: str | None = None,
+        tenant_id: str | None = None,
+        enable_cae: bool = False,
+        **kwargs: Any,
+    ) -> AccessToken:
+        options: dict[str, Any] = {k: v for k, v in (("claims", claims), ("tenant_id", tenant_id)) if v}
+        info = await self.get_token_info(*scopes, options=options or None)
+        return AccessToken(info.token, info.expires_on)
+
+    async def close(self) -> None:
+        return None
+
+    async def __aenter__(self) -> AsyncSharedTokenCredential:
+        return self
+
+    async def __aexit__(self, *args: object) -> None:
+        await self.close()
+
+
+def report(shared: SharedTokenCredential, conn_id: str | None, scopes: tuple[str, ...]) -> IdentityReport:
+    """Acquire a token for ``scopes`` and say who it is, from its claims."""
+    identity = shared.identity
+    info = shared.get_token_info(*scopes)
+    claims = claims_of(info.token)
+    import datetime as dt
+
+    details = (
+        ("tenant (tid)", str(claims.get("tid", ""))),
+        ("object id (oid)", str(claims.get("oid", ""))),
+        ("client id (appid)", str(claims.get("appid") or claims.get("azp") or "")),
+        ("audience (aud)", str(claims.get("aud", ""))),
+    )
+    hop = Hop(
+        index=1 if identity.mode == "workload_identity" else 0,
+        principal=f"object {claims.get('oid', '?')} in tenant {claims.get('tid', '?')}",
+        method=identity.describe(),
+        expiry=dt.datetime.fromtimestamp(info.expires_on, dt.UTC),
+        endpoint=identity.authority if identity.mode == "workload_identity" else "IMDS",
+        details=details,
+    )
+    hops = [hop]
+    if identity.mode == "workload_identity" and identity.token_file:
+        sa = token_file_claims(identity.token_file)
+        hops.insert(
+            0,
+            Hop(
+                index=0,
+                principal=str(sa.get("sub", "(service account token unreadable)")),
+                method=f"Kubernetes service account token (iss {sa.get('iss', '?')})",
+            ),
+        )
+    return IdentityReport(cloud="azure", conn_id=conn_id, hops=tuple(hops), notes=(f"scopes: {', '.join(scopes)}",))
+
+
+def resolve(
+    spec: AzureIdentitySpec, *, env: Mapping[str, str] | None = None, registry: Registry = REGISTRY
+) -> SharedTokenCredential:
+    """The shared credential for ``spec``; bad combinations are refused here, before any network call."""
+    identity = AzureIdentity(spec, os.environ if env is None else env)
+    return registry.get_or_create(identity.key, lambda: SharedTokenCredential(identity))

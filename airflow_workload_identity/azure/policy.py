@@ -1,0 +1,205 @@
+"""What must be set up for an Azure connection, and identity errors turned into fixes.
+
+``federated_credential_command`` prints the ``az identity federated-credential create`` command with the
+issuer/subject/audience read from the pod's projected token; ``explain_identity_error`` maps AADSTS
+codes and IMDS answers to typed errors. Pure Python (azure-identity objects are only duck-typed).
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import re
+from typing import Any
+
+from airflow_workload_identity.errors import (
+    AccessDenied,
+    ConfigError,
+    IdentityUnavailable,
+    TransientError,
+    WorkloadIdentityError,
+)
+
+__all__ = ["explain_identity_error", "explain_storage_denied", "federated_credential_command", "required_setup"]
+
+CONN_TYPE = "azure_workload_identity"
+FIC_LIMIT = 20
+
+
+def _claims(token: str) -> dict[str, Any]:
+    try:
+        payload = token.strip().split(".")[1]
+        data = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
+    except (IndexError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def token_file_claims(path: str | None) -> dict[str, Any]:
+    """iss/sub/aud of the projected service-account token (claims only, never the token)."""
+    if not path or not os.path.exists(path):
+        return {}
+    with open(path, encoding="utf-8") as handle:
+        return _claims(handle.read())
+
+
+def federated_credential_command(
+    *, issuer: str, subject: str, identity_name: str | None, resource_group: str | None, audience: str | None = None
+) -> str:
+    name = re.sub(r"[^A-Za-z0-9-]", "-", subject.removeprefix("system:serviceaccount:"))[:120] or "airflow"
+    return (
+        f"az identity federated-credential create --name {name} --identity-name {identity_name or '<identity name>'} "
+        f"--resource-group {resource_group or '<resource group>'} --issuer {issuer} --subject {subject} "
+        f"--audience {audience or 'api://AzureADTokenExchange'}"
+    )
+
+
+def explain_identity_error(error: Exception, identity: Any) -> WorkloadIdentityError:
+    """A typed error for a failed token request (Entra AADSTS codes, IMDS answers), with the fix."""
+    text = str(getattr(error, "message", "") or error)
+    spec = identity.spec
+    if isinstance(error, FileNotFoundError | OSError) and identity.mode == "workload_identity":
+        return IdentityUnavailable(
+            "workload_identity",
+            ("AZURE_FEDERATED_TOKEN_FILE", "client_assertion_file"),
+            f"cannot read the federated token file {identity.token_file} ({getattr(error, 'strerror', error)})",
+        )
+    code = re.search(r"AADSTS(\d+)", text)
+    aadsts = code.group(1) if code else None
+    if aadsts == "70021":
+        claims = token_file_claims(identity.token_file)
+        issuer, subject = str(claims.get("iss", "<issuer>")), str(claims.get("sub", "<subject>"))
+        aud = claims.get("aud", "api://AzureADTokenExchange")
+        audience = str(aud[0] if isinstance(aud, list) and aud else aud)
+        return AccessDenied(
+            hop=1,
+            hops=1,
+            caller=subject,
+            target=f"client {identity.client_id}",
+            permission="exchange the service-account token (no matching federated credential)",
+            remediation=(
+                f"The pod's token has iss={issuer}, sub={subject}, aud={audience}; no federated credential of "
+                f"client {identity.client_id} matches all three. Add one:\n  "
+                + federated_credential_command(
+                    issuer=issuer,
+                    subject=subject,
+                    identity_name=spec.identity_name,
+                    resource_group=spec.resource_group,
+                    audience=audience,
+                )
+                + f"\nAn identity holds at most {FIC_LIMIT} federated credentials (one per cluster issuer and "
+                "service account): with many deployments or clusters, use one identity per group of deployments."
+                " New credentials take a minute or two to propagate."
+            ),
+            cloud_code=f"AADSTS{aadsts}",
+            cloud_message=text.splitlines()[0][:500],
+            endpoint=identity.authority,
+        )
+    if aadsts == "700016":
+        return ConfigError(
+            "client_id",
+            f"Entra has no application {identity.client_id} in tenant {identity.tenant_id} (AADSTS700016)",
+            "check client_id (the managed identity's client id, not its object id) and tenant_id",
+            conn_type=CONN_TYPE,
+        )
+    if aadsts == "90002":
+        return ConfigError(
+            "tenant_id",
+            f"Entra does not know tenant {identity.tenant_id} (AADSTS90002)",
+            "use the tenant GUID or its verified domain",
+            conn_type=CONN_TYPE,
+        )
+    if aadsts == "700024":
+        return AccessDenied(
+            hop=1,
+            hops=1,
+            caller=None,
+            target=f"client {identity.client_id}",
+            permission="use the service-account token (expired)",
+            remediation=(
+                f"The projected token in {identity.token_file} has expired. Kubelet rewrites it before expiry: "
+                "check the pod mounts the projected volume (not a copy) and the node's clock."
+            ),
+            cloud_code="AADSTS700024",
+            cloud_message=text.splitlines()[0][:500],
+            endpoint=identity.authority,
+        )
+    if "Identity not found" in text or "No identity has been assigned" in text:
+        kind, value = identity.selector
+        return IdentityUnavailable(
+            "managed_identity",
+            ("IMDS http://169.254.169.254/metadata/identity/oauth2/token",),
+            f"IMDS says this node has no identity with {kind} {value or '(default)'}: attach it to the VM scale "
+            "set, e.g. az vmss identity assign -g <node resource group> -n <vmss> --identities "
+            f"{spec.resource_id or '<identity resource id>'}",
+        )
+    if "tenant" in text.lower() and ("additionally_allowed_tenants" in text or "not allowed" in text.lower()):
+        return ConfigError(
+            "additionally_allowed_tenants",
+            f"a token was requested for another tenant: {text.splitlines()[0]}",
+            "add that tenant to additionally_allowed_tenants if cross-tenant access is intended",
+            conn_type=CONN_TYPE,
+        )
+    if "timed out" in text.lower() or "no response" in text.lower() or "connection" in text.lower():
+        return TransientError(f"token request ({identity.describe()})", 1, text.splitlines()[0][:300])
+    return AccessDenied(
+        hop=1,
+        hops=1,
+        caller=None,
+        target=identity.describe(),
+        permission="get a token",
+        remediation="See the cloud's message above.",
+        cloud_code=aadsts or type(error).__name__,
+        cloud_message=text.splitlines()[0][:500] if text else "",
+        endpoint=identity.authority,
+    )
+
+
+def explain_storage_denied(
+    error: Exception, *, token_claims: dict[str, Any], scope: str, role: str = "Storage Blob Data Reader"
+) -> str:
+    """Remediation for a storage 403: the token's audience and object id, and the role assignment."""
+    oid, aud = token_claims.get("oid", "<object id>"), token_claims.get("aud", "?")
+    code = getattr(error, "error_code", None) or type(error).__name__
+    return "\n".join(
+        [
+            f"Storage refused object {oid} (token audience {aud}): {code}.",
+            "If this access is intended, assign the role at the container or account scope:",
+            f"  az role assignment create --assignee-object-id {oid} --assignee-principal-type ServicePrincipal "
+            f'--role "{role}" --scope {scope}',
+        ]
+    )
+
+
+def required_setup(identity: Any) -> str:
+    """The federated credential (from the projected token's claims) or the IMDS attachment to create."""
+    spec = identity.spec
+    if identity.mode == "workload_identity":
+        claims = token_file_claims(identity.token_file)
+        issuer = str(claims.get("iss", "<the cluster's OIDC issuer: az aks show --query oidcIssuerProfile.issuerUrl>"))
+        subject = str(claims.get("sub", "system:serviceaccount:<namespace>:<service account>"))
+        return "\n".join(
+            [
+                f"Workload identity: client {identity.client_id}, tenant {identity.tenant_id}.",
+                "# 1. Trust the pod's service account token (values read from the projected token):",
+                federated_credential_command(
+                    issuer=issuer, subject=subject, identity_name=spec.identity_name, resource_group=spec.resource_group
+                ),
+                "# 2. Pod label azure.workload.identity/use=true and service account annotation "
+                f"azure.workload.identity/client-id={identity.client_id}",
+                "# 3. Grant the identity on the data, e.g.:",
+                f'az role assignment create --assignee {identity.client_id} --role "Storage Blob Data Reader" '
+                "--scope <storage account or container resource id>",
+            ]
+        )
+    return "\n".join(
+        [
+            f"Managed identity via IMDS ({identity.selector[0]} {identity.selector[1]}).",
+            "# 1. Attach the identity to the node pool's VM scale set:",
+            f"az vmss identity assign -g <node resource group> -n <vmss> --identities "
+            f"{spec.resource_id or '<identity resource id>'}",
+            "# 2. Grant it on the data, e.g.:",
+            'az role assignment create --assignee <client id> --role "Storage Blob Data Reader" --scope <scope>',
+        ]
+    )

@@ -1,0 +1,278 @@
+"""What identity an ``azure_workload_identity`` connection describes: fields, parsing, validation.
+
+Pure Python (no Airflow, no azure-identity). Modes: ``workload_identity`` (AKS: a federated credential
+on a user-assigned managed identity or app; the pod's projected service-account token is the client
+assertion), ``managed_identity`` (IMDS on a VM/VMSS node), or ``auto`` (workload identity when a
+federated token file is configured, else managed identity). A field the chosen mode ignores is an
+error, never silently dropped.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, Literal
+from urllib.parse import urlsplit
+
+from airflow_workload_identity.errors import ConfigError
+from airflow_workload_identity.fields import ConnectionForm, Field
+
+__all__ = ["CLOUDS", "CONN_TYPE", "FORM", "AzureIdentitySpec"]
+
+CONN_TYPE = "azure_workload_identity"
+MODES = ("auto", "workload_identity", "managed_identity")
+Mode = Literal["auto", "workload_identity", "managed_identity"]
+#: cloud → (authority host, resource manager scope)
+CLOUDS: dict[str, tuple[str, str]] = {
+    "public": ("https://login.microsoftonline.com", "https://management.azure.com/.default"),
+    "usgov": ("https://login.microsoftonline.us", "https://management.usgovcloudapi.net/.default"),
+    "china": ("https://login.chinacloudapi.cn", "https://management.chinacloudapi.cn/.default"),
+}
+GUID = r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$"
+TENANT = (
+    r"^(?:[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}|[A-Za-z0-9.-]+\.[A-Za-z]{2,})$"
+)
+RESOURCE_ID = (
+    r"^/subscriptions/[0-9a-fA-F-]{36}/resourceGroups/[^/]+/providers/Microsoft\.ManagedIdentity/"
+    r"userAssignedIdentities/[^/]+$"
+)
+SCOPE = r"^(?:https?://\S+|api://\S+|[0-9a-fA-F-]{36}/\S*)$"
+ASSERTION_AUDIENCE = "api://AzureADTokenExchange"
+
+FIELDS: tuple[Field, ...] = (
+    Field(
+        name="mode",
+        label="Identity mode",
+        description=(
+            "workload_identity (AKS: the pod's projected service-account token, AZURE_FEDERATED_TOKEN_FILE), "
+            "managed_identity (the node's identity through IMDS), or auto: workload identity when a token file "
+            "is configured, else managed identity."
+        ),
+        schema={"type": "string", "enum": list(MODES), "default": "auto"},
+        fix="use one of auto, workload_identity, managed_identity",
+        section="Identity",
+    ),
+    Field(
+        name="client_id",
+        label="Client ID",
+        description=(
+            "The managed identity's (or app's) client id, a GUID from the portal (Managed Identities > the "
+            "identity > Overview). Workload identity: defaults to AZURE_CLIENT_ID. Managed identity: picks "
+            "one of several identities attached to the node."
+        ),
+        schema={"type": "string", "pattern": GUID},
+        fix="paste a GUID like 00000000-0000-0000-0000-000000000000",
+        section="Identity",
+    ),
+    Field(
+        name="tenant_id",
+        label="Tenant ID",
+        description=(
+            "Workload identity: the Entra tenant (GUID or domain like contoso.onmicrosoft.com); defaults to "
+            "AZURE_TENANT_ID. Not used by managed identity (its tokens come from its own tenant)."
+        ),
+        schema={"type": "string", "pattern": TENANT},
+        fix="use a tenant GUID or a domain like contoso.onmicrosoft.com",
+        section="Identity",
+    ),
+    Field(
+        name="object_id",
+        label="Managed identity object ID",
+        description="Managed identity only: select the identity by its object (principal) id, a GUID.",
+        schema={"type": "string", "pattern": GUID},
+        fix="paste the identity's object (principal) id, a GUID",
+        section="Identity",
+    ),
+    Field(
+        name="resource_id",
+        label="Managed identity resource ID",
+        description=(
+            "Managed identity only: select the identity by its ARM resource id, "
+            "/subscriptions/<sub>/resourceGroups/<rg>/providers/Microsoft.ManagedIdentity/"
+            "userAssignedIdentities/<name>."
+        ),
+        schema={"type": "string", "pattern": RESOURCE_ID},
+        fix="paste the identity's resource id from its Properties page",
+        section="Identity",
+    ),
+    Field(
+        name="cloud",
+        label="Cloud",
+        description="public (default), usgov or china: sets the authority host and the default scope.",
+        schema={"type": "string", "enum": list(CLOUDS), "default": "public"},
+        fix="use one of public, usgov, china",
+        section="Cloud",
+    ),
+    Field(
+        name="authority_host",
+        label="Authority host override",
+        description=(
+            "Optional. An https Entra authority (e.g. https://login.microsoftonline.com) for sovereign or "
+            "private clouds; overrides the cloud's. Defaults to AZURE_AUTHORITY_HOST, then the cloud's."
+        ),
+        schema={"type": "string", "format": "url", "pattern": r"^https://", "maxLength": 2048},
+        fix="use an https URL with no path, like https://login.microsoftonline.com",
+        section="Cloud",
+    ),
+    Field(
+        name="scopes",
+        label="Default scopes",
+        description=(
+            "Optional. Scopes for tokens when the caller names none (and for the connection test), one per "
+            "line, e.g. https://storage.azure.com/.default. Default: the cloud's Resource Manager scope."
+        ),
+        schema={"type": "array", "items": {"type": "string", "pattern": SCOPE}, "maxItems": 20},
+        fix="use scopes like https://storage.azure.com/.default",
+        section="Cloud",
+    ),
+    Field(
+        name="client_assertion_file",
+        label="Federated token file",
+        description=(
+            "Workload identity: path of the projected service-account token; defaults to "
+            "AZURE_FEDERATED_TOKEN_FILE (set by the AKS webhook). It is re-read whenever it changes."
+        ),
+        schema={"type": "string", "pattern": r"^/", "maxLength": 4096},
+        fix="use an absolute path like /var/run/secrets/azure/tokens/azure-identity-token",
+        section="Identity",
+    ),
+    Field(
+        name="additionally_allowed_tenants",
+        label="Additionally allowed tenants",
+        description=(
+            "Workload identity: other tenants tokens may be requested for (one per line, or * for any). "
+            "Cross-tenant requests are refused unless listed."
+        ),
+        schema={"type": "array", "items": {"type": "string", "pattern": r"^(?:\*|[A-Za-z0-9.-]+)$"}, "maxItems": 50},
+        fix="list tenant GUIDs or domains, or *",
+        section="Cloud",
+    ),
+    Field(
+        name="identity_name",
+        label="Managed identity name (for setup commands)",
+        description="Optional. Only used to print the az commands that set this identity up.",
+        schema={"type": "string", "pattern": r"^[A-Za-z0-9][A-Za-z0-9_-]{1,127}$"},
+        fix="use the identity's name as shown in the portal",
+        section="Setup",
+    ),
+    Field(
+        name="resource_group",
+        label="Resource group (for setup commands)",
+        description="Optional. The identity's resource group; only used to print setup commands.",
+        schema={"type": "string", "pattern": r"^[-\w._()]{1,90}$"},
+        fix="use the resource group's name",
+        section="Setup",
+    ),
+    Field(
+        name="expected_tenant_id",
+        label="Expected tenant ID",
+        description="Optional. The tenant (tid claim) the final token must come from; otherwise refused.",
+        schema={"type": "string", "pattern": GUID},
+        fix="paste the tenant GUID",
+        section="Identity",
+    ),
+    Field(
+        name="expected_object_id",
+        label="Expected object ID",
+        description="Optional. The object id (oid claim) the final token must carry; otherwise refused.",
+        schema={"type": "string", "pattern": GUID},
+        fix="paste the identity's object (principal) id",
+        section="Identity",
+    ),
+)
+
+FORM = ConnectionForm(
+    conn_type=CONN_TYPE,
+    hook_name="Azure Workload Identity",
+    hook_class_name="airflow_workload_identity.azure.hook.AzureWorkloadIdentityHook",
+    fields=FIELDS,
+    hidden_fields=("port", "schema", "login", "password"),
+    relabeling={"host": "Storage account URL (for WasbHook)"},
+    placeholders={"host": "https://<account>.blob.core.windows.net"},
+)
+
+_WI_ONLY = ("tenant_id", "client_assertion_file", "additionally_allowed_tenants")
+_MI_ONLY = ("object_id", "resource_id")
+
+
+@dataclass(frozen=True, kw_only=True)
+class AzureIdentitySpec:
+    """A validated ``azure_workload_identity`` connection. Build with :meth:`from_extra`."""
+
+    mode: Mode = "auto"
+    client_id: str | None = None
+    tenant_id: str | None = None
+    object_id: str | None = None
+    resource_id: str | None = None
+    cloud: str = "public"
+    authority_host: str | None = None
+    scopes: tuple[str, ...] = ()
+    client_assertion_file: str | None = None
+    additionally_allowed_tenants: tuple[str, ...] = ()
+    identity_name: str | None = None
+    resource_group: str | None = None
+    expected_tenant_id: str | None = None
+    expected_object_id: str | None = None
+
+    @classmethod
+    def from_extra(cls, extra: Mapping[str, Any] | str | None) -> AzureIdentitySpec:
+        v = FORM.parse(extra)
+        spec = cls(
+            mode=v["mode"] or "auto",
+            client_id=v["client_id"].lower() if v["client_id"] else None,
+            tenant_id=v["tenant_id"],
+            object_id=v["object_id"].lower() if v["object_id"] else None,
+            resource_id=v["resource_id"],
+            cloud=v["cloud"] or "public",
+            authority_host=v["authority_host"].rstrip("/") if v["authority_host"] else None,
+            scopes=tuple(v["scopes"] or ()),
+            client_assertion_file=v["client_assertion_file"],
+            additionally_allowed_tenants=tuple(v["additionally_allowed_tenants"] or ()),
+            identity_name=v["identity_name"],
+            resource_group=v["resource_group"],
+            expected_tenant_id=v["expected_tenant_id"].lower() if v["expected_tenant_id"] else None,
+            expected_object_id=v["expected_object_id"].lower() if v["expected_object_id"] else None,
+        )
+        spec.validate()
+        return spec
+
+    def _error(self, field: str, problem: str, fix: str | None = None) -> ConfigError:
+        return ConfigError(field, problem, fix or FORM.field(field).fix, conn_type=CONN_TYPE)
+
+    def validate(self) -> None:
+        if self.authority_host is not None:
+            parts = urlsplit(self.authority_host)
+            if parts.scheme != "https" or not parts.hostname:
+                raise self._error("authority_host", "is not an https URL (Entra refuses plain http)")
+            if parts.path not in ("", "/") or parts.query or parts.fragment or parts.username:
+                raise self._error("authority_host", "has a path, query, fragment or user part")
+        if self.mode != "auto":
+            self.check_mode(self.mode)
+
+    def check_mode(self, mode: str) -> None:
+        """Fields the chosen mode would ignore are errors, never silently dropped."""
+        ignored = _MI_ONLY if mode == "workload_identity" else _WI_ONLY
+        for name in ignored:
+            if getattr(self, name):
+                other = "managed_identity" if mode == "workload_identity" else "workload_identity"
+                raise self._error(
+                    name,
+                    f"is set but mode {mode!r} does not use it (it is a {other} field)",
+                    f"remove {name}, or set mode to {other!r}",
+                )
+        if mode == "managed_identity":
+            chosen = [n for n in ("client_id", "object_id", "resource_id") if getattr(self, n)]
+            if len(chosen) > 1:
+                raise self._error(
+                    chosen[1],
+                    f"selects the managed identity together with {chosen[0]}; IMDS takes exactly one",
+                    "keep one of client_id, object_id, resource_id",
+                )
+
+    def authority(self, environ: Mapping[str, str]) -> str:
+        """``authority_host``, else ``AZURE_AUTHORITY_HOST``, else the cloud's."""
+        value = self.authority_host or environ.get("AZURE_AUTHORITY_HOST") or CLOUDS[self.cloud][0]
+        return value.rstrip("/") if "://" in value else f"https://{value.rstrip('/')}"
+
+    def default_scopes(self) -> tuple[str, ...]:
+        return self.scopes or (CLOUDS[self.cloud][1],)
