@@ -19,7 +19,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 WORK = ROOT / ".demo"
 STATE = WORK / "sandbox.json"
-DAG_IDS = ("wi_aws_demo", "wi_gcp_demo")
+DAG_IDS = ("wi_aws_demo", "wi_gcp_demo", "wi_azure_demo")
 FACTORY = "airflow_workload_identity.aws.interop.WorkloadIdentitySessionFactory"
 
 
@@ -43,6 +43,8 @@ def demo_env(state: dict[str, Any]) -> dict[str, str]:
     env.update(state["env"]["isolation"])
     env.update(state["env"]["irsa"])  # the pod's identity: IRSA, as on EKS
     for group in state["gcp"]["env"].values():  # ... and GKE Workload Identity's metadata server
+        env.update(group)
+    for group in state["azure"]["env"].values():  # ... and AKS workload identity (and the test CA)
         env.update(group)
     env.update(
         {
@@ -86,18 +88,29 @@ def connections(state: dict[str, Any]) -> dict[str, tuple[str, dict[str, Any]]]:
         },
         "customer_gcs_no_creator": {"impersonation_chain": [gc["no_creator_sa"]], "iam_endpoint_url": iam},
     }
+    azure = {
+        "customer_blob": {
+            "scopes": ["https://storage.azure.com/.default"],
+            "identity_name": state["azure"]["scenario"]["workload_identity_name"],
+            "resource_group": state["azure"]["scenario"]["resource_group"],
+        },
+        "customer_blob_wrong_client": {"client_id": "99999999-9999-9999-9999-999999999999"},
+    }
     return {
         **{k: ("aws_workload_identity", v) for k, v in aws.items()},
         **{k: ("gcp_workload_identity", v) for k, v in gcp.items()},
+        **{k: ("azure_workload_identity", v) for k, v in azure.items()},
     }
 
 
 LOCAL_SETTINGS = """\
-# Written by the demo: every Airflow process of this home gives the official Google hooks the
-# package's shared credentials on gcp_workload_identity connections (docs/gcp.md).
-from airflow_workload_identity.gcp.interop import install
+# Written by the demo: every Airflow process of this home gives the official Google and Azure hooks the
+# package's shared credentials on *_workload_identity connections (docs/gcp.md, docs/azure.md).
+from airflow_workload_identity.azure.interop import install as install_azure
+from airflow_workload_identity.gcp.interop import install as install_gcp
 
-install()
+install_gcp()
+install_azure()
 """
 
 
@@ -113,7 +126,7 @@ def main() -> int:
             "IAM Credentials, GCS)"
         )
         subprocess.run(
-            [python, "-m", "dev.sandbox", "start", "--clouds", "aws,gcp", "--state-file", str(STATE)],
+            [python, "-m", "dev.sandbox", "start", "--clouds", "aws,gcp,azure", "--state-file", str(STATE)],
             cwd=ROOT,
             check=True,
             stdout=subprocess.DEVNULL,
@@ -124,6 +137,7 @@ def main() -> int:
         env = demo_env(state)
         print(f"AWS: {state['endpoint_url']}; pod identity: IRSA as {state['env']['irsa']['AWS_ROLE_ARN']}")
         print(f"GCP: metadata {state['gcp']['metadata_host']}; pod identity: {state['gcp']['scenario']['source_sa']}")
+        print(f"Azure: Entra {state['azure']['authority_host']}; storage {state['azure']['blob_account_url']}")
         config = WORK / "airflow-home" / "config"
         config.mkdir(parents=True)
         (config / "airflow_local_settings.py").write_text(LOCAL_SETTINGS)
@@ -133,10 +147,14 @@ def main() -> int:
 
         banner("Connections: identifiers only, no secret")
         defined = connections(state)
+        hosts = {"azure_workload_identity": {"host": state["azure"]["blob_account_url"]}}
         conn_file = WORK / "connections.json"
         conn_file.write_text(
             json.dumps(
-                {cid: {"conn_type": ctype, "extra": json.dumps(extra)} for cid, (ctype, extra) in defined.items()}
+                {
+                    cid: {"conn_type": ctype, "extra": json.dumps(extra), **hosts.get(ctype, {})}
+                    for cid, (ctype, extra) in defined.items()
+                }
             )
         )
         run([*airflow, "connections", "import", str(conn_file)], env)
@@ -166,8 +184,9 @@ def main() -> int:
             print("demo FAILED: not every task succeeded")
             return 1
         print(
-            "demo OK: the customers' buckets read through the hooks and the official S3Hook / GCSHook, the other "
-            "buckets denied with the fix, untrusting roles and missing Token Creator refused with what to grant."
+            "demo OK: the customers' data read through the hooks and the official S3Hook / GCSHook / WasbHook, the "
+            "rest denied with the fix, untrusting roles, missing Token Creator and a wrong client id refused with "
+            "what to grant."
         )
         return 0
     finally:
