@@ -67,7 +67,8 @@ else
     # Only interpreters already on the machine: downloading one needs GitHub, which is not reachable.
     uv venv --quiet --no-python-downloads --python "$python_spec" "$venv"
     install=(uv pip install --quiet --python "$py"
-        -e "$root[aws]" "$airflow_req" "moto[server]" "pyjwt[crypto]" pytest pytest-timeout
+        -e "$root[all]" "$airflow_req" "moto[server]" "pyjwt[crypto]" pytest pytest-timeout
+        google-cloud-storage gcp-storage-emulator azure-storage-blob
         ${extra_packages[@]+"${extra_packages[@]}"})
     if [[ -f $constraints ]]; then
         log "constraints: ${constraints#"$root"/}"

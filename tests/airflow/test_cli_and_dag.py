@@ -8,13 +8,17 @@ import subprocess
 import sys
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 
 from airflow_workload_identity.aws import AwsWorkloadIdentityHook
 from airflow_workload_identity.cli import main
-from dev.sandbox import AwsSandbox, GcpSandbox
+from dev.sandbox import AwsSandbox
 from tests.fixtures_aws import Pod
+
+if TYPE_CHECKING:
+    from dev.sandbox import GcpSandbox
 
 ROOT = Path(__file__).resolve().parents[2]
 
