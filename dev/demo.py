@@ -55,6 +55,8 @@ def demo_env(state: dict[str, Any]) -> dict[str, str]:
             "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{home}/airflow.db",
             "AIRFLOW__LOGGING__LOGGING_LEVEL": "WARNING",
             "AIRFLOW__AWS__SESSION_FACTORY": FACTORY,
+            # The sandbox's endpoints are on loopback: connections may only override endpoints to allowed hosts.
+            "AIRFLOW__WORKLOAD_IDENTITY__ALLOWED_ENDPOINT_HOSTS": "127.0.0.1",
             "PYTHONWARNINGS": "ignore",
         }
     )

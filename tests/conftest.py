@@ -31,6 +31,9 @@ for _name in list(os.environ):
 os.environ["AWS_CONFIG_FILE"] = "/dev/null"
 os.environ["AWS_SHARED_CREDENTIALS_FILE"] = "/dev/null"
 os.environ["AWS_EC2_METADATA_DISABLED"] = "true"
+# The sandboxes listen on loopback: connections in the tests override endpoints to them, which the
+# deployment must allow (docs/security.md).
+os.environ["AIRFLOW__WORKLOAD_IDENTITY__ALLOWED_ENDPOINT_HOSTS"] = "127.0.0.1"
 
 
 @pytest.fixture(autouse=True)

@@ -26,6 +26,7 @@ from airflow_workload_identity.aws.credentials import (
     resolve,
 )
 from airflow_workload_identity.aws.spec import CONN_TYPE, FORM, AwsIdentitySpec
+from airflow_workload_identity.endpoints import check_override
 from airflow_workload_identity.errors import WorkloadIdentityError
 from airflow_workload_identity.report import IdentityReport
 
@@ -118,7 +119,9 @@ class AwsWorkloadIdentityHook(BaseHook):
                 f"use a connection of type {CONN_TYPE!r} with this hook",
                 conn_type=CONN_TYPE,
             )
-        return AwsIdentitySpec.from_extra(conn.extra_dejson)
+        spec = AwsIdentitySpec.from_extra(conn.extra_dejson)
+        check_override(spec.sts_endpoint_url, field="sts_endpoint_url", conn_type=CONN_TYPE, cloud="aws")
+        return spec
 
     @property
     def chain(self) -> RoleChain:

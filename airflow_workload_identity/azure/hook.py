@@ -19,6 +19,7 @@ from airflow_workload_identity.azure.credentials import (
     resolve,
 )
 from airflow_workload_identity.azure.spec import CONN_TYPE, FORM, AzureIdentitySpec
+from airflow_workload_identity.endpoints import check_override
 from airflow_workload_identity.errors import ConfigError
 from airflow_workload_identity.report import IdentityReport
 
@@ -63,7 +64,9 @@ class AzureWorkloadIdentityHook(BaseHook):
     @cached_property
     def spec(self) -> AzureIdentitySpec:
         """The connection's validated spec (raises ``ConfigError`` before any network call)."""
-        return AzureIdentitySpec.from_extra(self.connection.extra_dejson)
+        spec = AzureIdentitySpec.from_extra(self.connection.extra_dejson)
+        check_override(spec.authority_host, field="authority_host", conn_type=CONN_TYPE, cloud="azure")
+        return spec
 
     @property
     def account_url(self) -> str | None:

@@ -13,6 +13,7 @@ from functools import cached_property
 from typing import Any
 
 from airflow_workload_identity._compat import BaseHook, get_connection, mask_secret
+from airflow_workload_identity.endpoints import check_override
 from airflow_workload_identity.errors import ConfigError, WorkloadIdentityError
 from airflow_workload_identity.gcp.credentials import GcpChain, SharedToken, resolve
 from airflow_workload_identity.gcp.spec import CONN_TYPE, FORM, GcpIdentitySpec
@@ -55,7 +56,9 @@ class GcpWorkloadIdentityHook(BaseHook):
                 f"use a connection of type {CONN_TYPE!r} with this hook",
                 conn_type=CONN_TYPE,
             )
-        return GcpIdentitySpec.from_extra(conn.extra_dejson)
+        spec = GcpIdentitySpec.from_extra(conn.extra_dejson)
+        check_override(spec.iam_endpoint_url, field="iam_endpoint_url", conn_type=CONN_TYPE, cloud="gcp")
+        return spec
 
     @property
     def chain(self) -> GcpChain:

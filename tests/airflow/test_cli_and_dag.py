@@ -134,6 +134,7 @@ def test_gcp_example_dag_runs_green_with_airflow_dags_test(gke: GcpSandbox, tmp_
             "AIRFLOW__CORE__DAGS_FOLDER": str(ROOT / "dev" / "dags"),
             "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
             "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{home}/airflow.db",
+            "AIRFLOW__WORKLOAD_IDENTITY__ALLOWED_ENDPOINT_HOSTS": "127.0.0.1",
         }
     )
     for conn_id, chain in {

@@ -157,3 +157,21 @@ def test_aws_endpoint_url_sts_is_honoured(
     hook = AwsWorkloadIdentityHook(aws_conn_id=connection("r", role_arn=sc.customer_reader_role_arn))
     assert read_a(hook, aws_sandbox) == sc.bucket_a_body
     assert hook.whoami().final.endpoint == aws_sandbox.endpoint_url
+
+
+def test_an_endpoint_override_to_an_unlisted_host_is_refused_before_any_call(
+    pod: Pod, aws_sandbox: AwsSandbox, connection: Callable[..., str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("AIRFLOW__WORKLOAD_IDENTITY__ALLOWED_ENDPOINT_HOSTS")
+    pod.irsa()
+    conn = connection(
+        "r", role_arn=aws_sandbox.scenario.customer_reader_role_arn, sts_endpoint_url=aws_sandbox.endpoint_url
+    )
+    with pytest.raises(ConfigError) as err:
+        AwsWorkloadIdentityHook(aws_conn_id=conn).get_credentials()
+    assert err.value.field == "sts_endpoint_url"
+    assert "allowed_endpoint_hosts" in str(err.value)
+    assert aws_sandbox.calls() == 0
+    # The deployment's own environment is trusted: AWS_ENDPOINT_URL (set by the pod) still routes STS.
+    plain = AwsWorkloadIdentityHook(aws_conn_id=connection("p", role_arn=aws_sandbox.scenario.customer_reader_role_arn))
+    assert plain.get_credentials().get_frozen_credentials().token

@@ -254,3 +254,14 @@ def test_test_connection_and_policy(gke: GcpSandbox, gcp_connection: Callable[..
     bad = GcpWorkloadIdentityHook(gcp_conn_id=gcp_connection("b", impersonation_chain=[sc.no_creator_sa]))
     ok, message = bad.test_connection()
     assert not ok and "AccessDenied" in message and "hop 1 of 1" in message
+
+
+def test_iam_endpoint_override_to_an_unlisted_host_is_refused(
+    gke: GcpSandbox, gcp_connection: Callable[..., str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("AIRFLOW__WORKLOAD_IDENTITY__ALLOWED_ENDPOINT_HOSTS")
+    hook = GcpWorkloadIdentityHook(gcp_conn_id=gcp_connection("r", impersonation_chain=[gke.scenario.reader_sa]))
+    with pytest.raises(ConfigError) as err:
+        hook.get_access_token()
+    assert err.value.field == "iam_endpoint_url"
+    assert gke.calls() == 0
