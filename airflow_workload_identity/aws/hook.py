@@ -28,6 +28,7 @@ from airflow_workload_identity.aws.credentials import (
 from airflow_workload_identity.aws.spec import CONN_TYPE, FORM, AwsIdentitySpec
 from airflow_workload_identity.endpoints import check_override
 from airflow_workload_identity.errors import WorkloadIdentityError
+from airflow_workload_identity.hooks import tested_where
 from airflow_workload_identity.report import IdentityReport
 
 __all__ = ["AwsWorkloadIdentityHook"]
@@ -233,7 +234,7 @@ class AwsWorkloadIdentityHook(BaseHook):
     def test_connection(self) -> tuple[bool, str]:
         """Assume every hop now and say who we became (Airflow's connection test)."""
         try:
-            return True, self.whoami(verify=True).one_line()
+            return True, self.whoami(verify=True).one_line() + " " + tested_where()
         except WorkloadIdentityError as exc:
             return False, f"{type(exc).__name__}: {exc}"
         except Exception as exc:

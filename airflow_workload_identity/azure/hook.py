@@ -21,6 +21,7 @@ from airflow_workload_identity.azure.credentials import (
 from airflow_workload_identity.azure.spec import CONN_TYPE, FORM, AzureIdentitySpec
 from airflow_workload_identity.endpoints import check_override
 from airflow_workload_identity.errors import ConfigError
+from airflow_workload_identity.hooks import tested_where
 from airflow_workload_identity.report import IdentityReport
 
 __all__ = ["AzureWorkloadIdentityHook"]
@@ -119,6 +120,6 @@ class AzureWorkloadIdentityHook(BaseHook):
     def test_connection(self) -> tuple[bool, str]:
         """Acquire a token now and say who it is."""
         try:
-            return True, self.whoami().one_line()
+            return True, self.whoami().one_line() + " " + tested_where()
         except Exception as exc:
             return False, f"{type(exc).__name__}: {exc}"

@@ -17,6 +17,7 @@ from airflow_workload_identity.endpoints import check_override
 from airflow_workload_identity.errors import ConfigError, WorkloadIdentityError
 from airflow_workload_identity.gcp.credentials import GcpChain, SharedToken, resolve
 from airflow_workload_identity.gcp.spec import CONN_TYPE, FORM, GcpIdentitySpec
+from airflow_workload_identity.hooks import tested_where
 from airflow_workload_identity.report import IdentityReport
 
 __all__ = ["GcpWorkloadIdentityHook"]
@@ -116,6 +117,6 @@ class GcpWorkloadIdentityHook(BaseHook):
     def test_connection(self) -> tuple[bool, str]:
         """Mint through the chain now and say who we became (one live generateIdToken call)."""
         try:
-            return True, self.whoami(verify=True).one_line()
+            return True, self.whoami(verify=True).one_line() + " " + tested_where()
         except Exception as exc:
             return False, f"{type(exc).__name__}: {exc}"

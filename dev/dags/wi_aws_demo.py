@@ -9,6 +9,8 @@ from __future__ import annotations
 import pendulum
 from airflow.sdk import dag, task
 
+from airflow_workload_identity.operators import WorkloadIdentityCheckOperator
+
 BUCKET_A = "customer-bucket-a"
 BUCKET_B = "customer-bucket-b"
 KEY_A = "reports/hello.txt"
@@ -17,6 +19,13 @@ KEY_B = "secret.txt"
 
 @dag(schedule=None, start_date=pendulum.datetime(2026, 1, 1, tz="UTC"), catchup=False, tags=["demo"])
 def wi_aws_demo() -> None:
+    # First: prove on the worker that the connection reaches the intended role (fails the run otherwise).
+    check = WorkloadIdentityCheckOperator(
+        task_id="check_identity_on_the_worker",
+        conn_id="customer_reader",
+        expected_principal="arn:aws:sts::222222222222:assumed-role/customer-reader/*",
+    )
+
     @task
     def whoami() -> None:
         from airflow_workload_identity.aws import AwsWorkloadIdentityHook
@@ -71,7 +80,8 @@ def wi_aws_demo() -> None:
             raise RuntimeError("a role that does not trust the pod was assumed")
 
     (
-        whoami()
+        check
+        >> whoami()
         >> [
             read_bucket_a_with_the_hook(),
             read_bucket_a_with_the_official_s3hook(),

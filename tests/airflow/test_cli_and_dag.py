@@ -116,7 +116,7 @@ def test_example_dag_runs_green_with_airflow_dags_test(pod: Pod, aws_sandbox: Aw
         check=True,
     )
     rows = json.loads(states.stdout.strip().splitlines()[-1])
-    assert len(rows) == 6
+    assert len(rows) == 7
     assert {row["state"] for row in rows} == {"success"}, rows
 
 

@@ -1,0 +1,163 @@
+"""``doctor``: which ambient identities this environment has, which endpoints answer, which connections
+of the package's types are valid. Claims of projected tokens are shown (issuer, subject, audience,
+expiry), never the tokens. Only endpoints named by the environment are probed, with short timeouts;
+link-local defaults (169.254.169.254, metadata.google.internal) only with ``probe_defaults``.
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+import json
+import os
+import urllib.error
+import urllib.request
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+__all__ = ["Finding", "ambient_identities", "check_connections"]
+
+TIMEOUT = 2.0
+
+
+@dataclass
+class Finding:
+    name: str
+    present: bool
+    detail: str
+    token: dict[str, Any] = field(default_factory=dict)
+    endpoint: str | None = None
+    reachable: bool | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _claims(path: str | None) -> dict[str, Any]:
+    if not path:
+        return {}
+    try:
+        with open(path, encoding="utf-8") as handle:
+            payload = handle.read().strip().split(".")[1]
+        data = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
+    except (OSError, IndexError, ValueError):
+        return {"error": f"cannot read a JWT from {path}"}
+    out = {k: data.get(k) for k in ("iss", "sub", "aud") if k in data}
+    if "exp" in data:
+        out["exp"] = dt.datetime.fromtimestamp(int(data["exp"]), dt.UTC).isoformat()
+        out["expired"] = int(data["exp"]) < dt.datetime.now(dt.UTC).timestamp()
+    return out
+
+
+def _probe(url: str, headers: Mapping[str, str] | None = None) -> bool:
+    request = urllib.request.Request(url, headers=dict(headers or {}))  # noqa: S310 (http(s) URLs from the env)
+    try:
+        with urllib.request.urlopen(request, timeout=TIMEOUT):  # noqa: S310
+            return True
+    except urllib.error.HTTPError:
+        return True  # it answered
+    except (urllib.error.URLError, OSError, ValueError):
+        return False
+
+
+def ambient_identities(env: Mapping[str, str] | None = None, *, probe_defaults: bool = False) -> list[Finding]:
+    env = os.environ if env is None else env
+    findings: list[Finding] = []
+    irsa = bool(env.get("AWS_ROLE_ARN") and env.get("AWS_WEB_IDENTITY_TOKEN_FILE"))
+    findings.append(
+        Finding(
+            "AWS IRSA (web identity)",
+            irsa,
+            f"role {env.get('AWS_ROLE_ARN')}, token file {env.get('AWS_WEB_IDENTITY_TOKEN_FILE')}"
+            if irsa
+            else "AWS_ROLE_ARN / AWS_WEB_IDENTITY_TOKEN_FILE not set",
+            token=_claims(env.get("AWS_WEB_IDENTITY_TOKEN_FILE")) if irsa else {},
+            endpoint=env.get("AWS_ENDPOINT_URL_STS") or env.get("AWS_ENDPOINT_URL"),
+        )
+    )
+    pod_uri = env.get("AWS_CONTAINER_CREDENTIALS_FULL_URI")
+    pod = Finding(
+        "AWS EKS Pod Identity",
+        bool(pod_uri),
+        f"agent {pod_uri}" if pod_uri else "AWS_CONTAINER_CREDENTIALS_FULL_URI not set",
+        token=_claims(env.get("AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE")) if pod_uri else {},
+        endpoint=pod_uri,
+    )
+    if pod_uri:
+        pod.reachable = _probe(pod_uri)
+    findings.append(pod)
+    static = bool(env.get("AWS_ACCESS_KEY_ID"))
+    findings.append(
+        Finding(
+            "AWS static keys (default chain)",
+            static,
+            "AWS_ACCESS_KEY_ID set (a long-term secret in the environment)" if static else "not set",
+        )
+    )
+    meta_host = env.get("GCE_METADATA_HOST") or ("metadata.google.internal" if probe_defaults else None)
+    gke = Finding(
+        "GKE metadata server",
+        False,
+        "GCE_METADATA_HOST not set (pass --probe-defaults to try metadata.google.internal)",
+        endpoint=meta_host,
+    )
+    if meta_host:
+        gke.reachable = _probe(
+            f"http://{meta_host}/computeMetadata/v1/instance/service-accounts/default/email",
+            {"Metadata-Flavor": "Google"},
+        )
+        gke.present = bool(gke.reachable)
+        gke.detail = f"metadata server at {meta_host} {'answers' if gke.reachable else 'does not answer'}"
+    findings.append(gke)
+    adc = env.get("GOOGLE_APPLICATION_CREDENTIALS")
+    findings.append(Finding("Google Application Default Credentials file", bool(adc), adc or "not set"))
+    wi = all(env.get(v) for v in ("AZURE_CLIENT_ID", "AZURE_TENANT_ID", "AZURE_FEDERATED_TOKEN_FILE"))
+    findings.append(
+        Finding(
+            "Azure AKS workload identity",
+            wi,
+            f"client {env.get('AZURE_CLIENT_ID')}, tenant {env.get('AZURE_TENANT_ID')}"
+            if wi
+            else "AZURE_CLIENT_ID / AZURE_TENANT_ID / AZURE_FEDERATED_TOKEN_FILE not all set",
+            token=_claims(env.get("AZURE_FEDERATED_TOKEN_FILE")) if wi else {},
+            endpoint=env.get("AZURE_AUTHORITY_HOST"),
+        )
+    )
+    imds = env.get("AZURE_POD_IDENTITY_AUTHORITY_HOST") or ("http://169.254.169.254" if probe_defaults else None)
+    azure_imds = Finding(
+        "Azure IMDS (managed identity)",
+        False,
+        "not probed (pass --probe-defaults to try 169.254.169.254)",
+        endpoint=imds,
+    )
+    if imds:
+        azure_imds.reachable = _probe(
+            f"{imds.rstrip('/')}/metadata/instance?api-version=2021-02-01", {"Metadata": "true"}
+        )
+        azure_imds.present = bool(azure_imds.reachable)
+        azure_imds.detail = f"IMDS at {imds} {'answers' if azure_imds.reachable else 'does not answer'}"
+    findings.append(azure_imds)
+    return findings
+
+
+def check_connections(connections: Mapping[str, tuple[str, Any]]) -> list[dict[str, Any]]:
+    """Validate each connection's spec (no network call); ``connections``: id → (type, extra)."""
+    from airflow_workload_identity.aws.spec import AwsIdentitySpec
+    from airflow_workload_identity.azure.spec import AzureIdentitySpec
+    from airflow_workload_identity.errors import ConfigError
+    from airflow_workload_identity.gcp.spec import GcpIdentitySpec
+
+    parsers = {
+        "aws_workload_identity": AwsIdentitySpec.from_extra,
+        "gcp_workload_identity": GcpIdentitySpec.from_extra,
+        "azure_workload_identity": AzureIdentitySpec.from_extra,
+    }
+    results = []
+    for conn_id, (conn_type, extra) in sorted(connections.items()):
+        try:
+            parsers[conn_type](extra)
+            results.append({"conn_id": conn_id, "conn_type": conn_type, "valid": True, "error": None})
+        except ConfigError as exc:
+            results.append({"conn_id": conn_id, "conn_type": conn_type, "valid": False, "error": str(exc)})
+    return results
