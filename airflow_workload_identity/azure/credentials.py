@@ -44,7 +44,15 @@ logger = logging.getLogger(__name__)
 
 #: Bounded identity HTTP calls: a hanging IMDS or Entra fails in seconds, not minutes.
 TRANSPORT = {"connection_timeout": 3, "read_timeout": 10}
-IMDS_RETRIES = {"retry_total": 2, "retry_backoff_factor": 0.5, "retry_backoff_max": 4}
+#: IMDS answers in milliseconds when healthy: 5 s per attempt, one retry (azure-identity's default is five
+#: retries over more than a minute, and no read timeout at all in DefaultAzureCredential's probe).
+IMDS_TRANSPORT = {
+    "connection_timeout": 2,
+    "read_timeout": 5,
+    "retry_total": 1,
+    "retry_backoff_factor": 0.5,
+    "retry_backoff_max": 2,
+}
 WI_ENV = ("AZURE_CLIENT_ID", "AZURE_TENANT_ID", "AZURE_FEDERATED_TOKEN_FILE", "AZURE_AUTHORITY_HOST")
 IMDS_ENV = ("AZURE_POD_IDENTITY_AUTHORITY_HOST (test/proxy override)", "http://169.254.169.254/metadata/identity")
 
@@ -148,7 +156,7 @@ class AzureIdentity:
                 **TRANSPORT,
             )
         kind, value = self.selector
-        kwargs: dict[str, Any] = {**TRANSPORT, **IMDS_RETRIES, "_exclude_workload_identity_credential": True}
+        kwargs: dict[str, Any] = {**IMDS_TRANSPORT, "_exclude_workload_identity_credential": True}
         if kind == "client_id":
             kwargs["client_id"] = value
         elif kind == "object_id":
