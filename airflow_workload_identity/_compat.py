@@ -14,7 +14,7 @@ try:  # Airflow 3.x
 except ImportError:  # Airflow 2.11
     from airflow.utils.log.secrets_masker import mask_secret as _mask_secret  # type: ignore[no-redef,unused-ignore]
 
-__all__ = ["BaseHook", "get_connection", "mask_secret"]
+__all__ = ["BaseHook", "connection_of_type", "get_connection", "mask_secret"]
 
 
 def mask_secret(value: Any) -> None:
@@ -41,3 +41,18 @@ def get_connection(conn_id: str) -> Any:
             return Connection.get_connection_from_secrets(conn_id)
         except Exception:
             raise sdk_error from None
+
+
+def connection_of_type(conn_id: str, conn_type: str) -> Any:
+    """The connection ``conn_id``, refused with a ``ConfigError`` if it has another type."""
+    from airflow_workload_identity.errors import ConfigError
+
+    conn = get_connection(conn_id)
+    if conn.conn_type and conn.conn_type != conn_type:
+        raise ConfigError(
+            "conn_type",
+            f"connection {conn_id!r} has type {conn.conn_type!r}",
+            f"use a connection of type {conn_type!r} with this hook",
+            conn_type=conn_type,
+        )
+    return conn

@@ -17,7 +17,7 @@ import boto3
 from botocore.config import Config
 
 from airflow_workload_identity import __version__
-from airflow_workload_identity._compat import BaseHook, get_connection, mask_secret
+from airflow_workload_identity._compat import BaseHook, connection_of_type, mask_secret
 from airflow_workload_identity.attribution import RunContext
 from airflow_workload_identity.aws.credentials import (
     RoleChain,
@@ -110,16 +110,7 @@ class AwsWorkloadIdentityHook(BaseHook):
     @cached_property
     def spec(self) -> AwsIdentitySpec:
         """The connection's validated identity spec (raises ``ConfigError`` before any network call)."""
-        conn = get_connection(self.aws_conn_id)
-        if conn.conn_type and conn.conn_type != CONN_TYPE:
-            from airflow_workload_identity.errors import ConfigError
-
-            raise ConfigError(
-                "conn_type",
-                f"connection {self.aws_conn_id!r} has type {conn.conn_type!r}",
-                f"use a connection of type {CONN_TYPE!r} with this hook",
-                conn_type=CONN_TYPE,
-            )
+        conn = connection_of_type(self.aws_conn_id, CONN_TYPE)
         spec = AwsIdentitySpec.from_extra(conn.extra_dejson)
         check_override(spec.sts_endpoint_url, field="sts_endpoint_url", conn_type=CONN_TYPE, cloud="aws")
         return spec

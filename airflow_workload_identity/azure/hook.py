@@ -10,7 +10,7 @@ from collections.abc import Callable
 from functools import cached_property
 from typing import Any
 
-from airflow_workload_identity._compat import BaseHook, get_connection, mask_secret
+from airflow_workload_identity._compat import BaseHook, connection_of_type, mask_secret
 from airflow_workload_identity.azure.credentials import (
     AsyncSharedTokenCredential,
     SharedTokenCredential,
@@ -20,7 +20,6 @@ from airflow_workload_identity.azure.credentials import (
 )
 from airflow_workload_identity.azure.spec import CONN_TYPE, FORM, AzureIdentitySpec
 from airflow_workload_identity.endpoints import check_override
-from airflow_workload_identity.errors import ConfigError
 from airflow_workload_identity.hooks import tested_where
 from airflow_workload_identity.report import IdentityReport
 
@@ -52,15 +51,7 @@ class AzureWorkloadIdentityHook(BaseHook):
 
     @cached_property
     def connection(self) -> Any:
-        conn = get_connection(self.azure_conn_id)
-        if conn.conn_type and conn.conn_type != CONN_TYPE:
-            raise ConfigError(
-                "conn_type",
-                f"connection {self.azure_conn_id!r} has type {conn.conn_type!r}",
-                f"use a connection of type {CONN_TYPE!r} with this hook",
-                conn_type=CONN_TYPE,
-            )
-        return conn
+        return connection_of_type(self.azure_conn_id, CONN_TYPE)
 
     @cached_property
     def spec(self) -> AzureIdentitySpec:

@@ -12,9 +12,9 @@ import os
 from functools import cached_property
 from typing import Any
 
-from airflow_workload_identity._compat import BaseHook, get_connection, mask_secret
+from airflow_workload_identity._compat import BaseHook, connection_of_type, mask_secret
 from airflow_workload_identity.endpoints import check_override
-from airflow_workload_identity.errors import ConfigError, WorkloadIdentityError
+from airflow_workload_identity.errors import WorkloadIdentityError
 from airflow_workload_identity.gcp.credentials import GcpChain, SharedToken, resolve
 from airflow_workload_identity.gcp.spec import CONN_TYPE, FORM, GcpIdentitySpec
 from airflow_workload_identity.hooks import tested_where
@@ -49,14 +49,7 @@ class GcpWorkloadIdentityHook(BaseHook):
     @cached_property
     def spec(self) -> GcpIdentitySpec:
         """The connection's validated spec (raises ``ConfigError`` before any network call)."""
-        conn = get_connection(self.gcp_conn_id)
-        if conn.conn_type and conn.conn_type != CONN_TYPE:
-            raise ConfigError(
-                "conn_type",
-                f"connection {self.gcp_conn_id!r} has type {conn.conn_type!r}",
-                f"use a connection of type {CONN_TYPE!r} with this hook",
-                conn_type=CONN_TYPE,
-            )
+        conn = connection_of_type(self.gcp_conn_id, CONN_TYPE)
         spec = GcpIdentitySpec.from_extra(conn.extra_dejson)
         check_override(spec.iam_endpoint_url, field="iam_endpoint_url", conn_type=CONN_TYPE, cloud="gcp")
         return spec
