@@ -218,8 +218,14 @@ class AwsWorkloadIdentityHook(BaseHook):
         from airflow_workload_identity.aws.policy import required_grants
 
         chain = self.chain
+        web_identity = None
+        if chain.source.method == "web_identity":
+            web_identity = (os.environ["AWS_ROLE_ARN"], os.environ["AWS_WEB_IDENTITY_TOKEN_FILE"])
         return required_grants(
-            chain.spec.hops(RunContext.current(self.aws_conn_id)), chain.source.caller_arn(), chain.source.description
+            chain.spec.hops(RunContext.current(self.aws_conn_id)),
+            chain.source.caller_arn(),
+            chain.source.description,
+            web_identity=web_identity,
         )
 
     def test_connection(self) -> tuple[bool, str]:

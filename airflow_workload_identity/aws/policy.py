@@ -266,9 +266,17 @@ def explain_web_identity_error(
     )
 
 
-def required_grants(hops: tuple[AssumeRoleHop, ...], source_arn: str | None, source_description: str) -> str:
+def required_grants(
+    hops: tuple[AssumeRoleHop, ...],
+    source_arn: str | None,
+    source_description: str,
+    *,
+    web_identity: tuple[str, str] | None = None,
+) -> str:
     """Everything to grant, hop by hop, for a chain that starts at ``source_arn``.
 
+    With ``web_identity`` (the IRSA base role ARN and its token file), first the base role's trust
+    statement for the cluster's OIDC provider, with ``sub``/``aud`` read from the projected token's claims.
     For each hop: the statement the target role's trust policy needs and the statement the caller's
     identity policy needs (required across accounts, harmless within one).
     """
@@ -278,6 +286,29 @@ def required_grants(hops: tuple[AssumeRoleHop, ...], source_arn: str | None, sou
         f"via {source_description}.",
         f"This connection assumes {len(hops)} role(s) in order.",
     ]
+    if web_identity is not None:
+        base_role, token_file = web_identity
+        try:
+            with open(token_file, encoding="utf-8") as handle:
+                claims = token_claims(handle.read())
+        except OSError:
+            claims = {}
+        issuer_path = str(claims.get("iss", "<issuer>")).removeprefix("https://")
+        aud = claims.get("aud", "sts.amazonaws.com")
+        provider = f"arn:aws:iam::{account_of(base_role) or '<account>'}:oidc-provider/{issuer_path}"
+        lines += [
+            "",
+            f"# Hop 0: the pod's service account -> {base_role} (IRSA; values read from {token_file})",
+            f"Trust policy of {base_role}:",
+            _dump(
+                web_identity_trust_statement(
+                    provider,
+                    issuer_path,
+                    str(claims.get("sub", "<subject>")),
+                    str(aud[0] if isinstance(aud, list) and aud else aud),
+                )
+            ),
+        ]
     carried = False
     for index, hop in enumerate(hops, start=1):
         lines += [

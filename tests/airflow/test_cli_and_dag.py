@@ -37,6 +37,9 @@ def test_cli_whoami_and_policy(
     assert main(["policy", conn]) == 0
     text = capsys.readouterr().out
     assert "# Hop 1 of 2: arn:aws:iam::111111111111:role/pod-base -> " + sc.customer_hop_role_arn in text
+    issuer = sc.issuer_url.removeprefix("https://")
+    assert f'"{issuer}:sub": "system:serviceaccount:airflow:airflow-worker"' in text
+    assert f'"Federated": "arn:aws:iam::111111111111:oidc-provider/{issuer}"' in text
     assert f"# Hop 2 of 2: {sc.customer_hop_role_arn} -> {sc.customer_reader_chained_role_arn}" in text
 
 
