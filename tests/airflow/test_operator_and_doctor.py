@@ -15,7 +15,8 @@ from dev.sandbox import AwsSandbox
 from tests.fixtures_aws import Pod
 
 if TYPE_CHECKING:
-    from dev.sandbox import GcpSandbox
+    from dev.sandbox import AzureSandbox, GcpSandbox
+    from tests.fixtures_azure import Aks
 
 
 def test_operator_returns_the_report_and_pins_the_principal(
@@ -88,3 +89,22 @@ def test_cli_doctor_reports_identities_claims_and_connections(
     by_id = {c["conn_id"]: c for c in out["connections"]}
     assert by_id["good"]["valid"] and not by_id["broken"]["valid"]
     assert "role_arn" in by_id["broken"]["error"]
+
+
+def test_operator_and_cli_on_azure(
+    aks: Aks, azure_sandbox: AzureSandbox, azure_connection: Callable[..., str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    sc = azure_sandbox.scenario
+    aks.workload_identity()
+    conn = azure_connection("blob", scopes=["https://storage.azure.com/.default"])
+    report = WorkloadIdentityCheckOperator(
+        task_id="c", conn_id=conn, expected_principal=f"object {sc.workload_object_id} in tenant *"
+    ).execute({})
+    assert report["principal"] == f"object {sc.workload_object_id} in tenant {sc.tenant_id}"
+    assert main(["policy", conn]) == 0
+    assert f"--subject {sc.service_account_subject}" in capsys.readouterr().out
+    aks.workload_identity(sub=sc.wrong_subject)
+    wrong = azure_connection("wrong", scopes=["https://management.azure.com/.default"])
+    assert main(["explain", wrong, "--json"]) == 1
+    out = json.loads(capsys.readouterr().out)
+    assert out["error"] == "AccessDenied" and "az identity federated-credential create" in out["fix"]
