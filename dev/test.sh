@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The whole test suite on a fresh machine: installs uv if absent, syncs the locked environment, then
-# ruff (lint + format), mypy, pytest on Airflow 3.3 (locked), and the smoke tests on Airflow 3.1 and 2.11.
+# ruff (lint + format), mypy, pytest on Airflow 3.3 (locked; with the e2e tests if Debian's chromium is
+# installed, which this script does when run as root), and the smoke tests on Airflow 3.1 and 2.11.
 # SKIP_MATRIX=1 skips the older-Airflow legs (local iteration only; CI runs them).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -11,6 +12,18 @@ if ! command -v uv >/dev/null 2>&1; then
 fi
 
 uv sync --locked
+# The e2e tests (tests/e2e) drive Debian's Chromium; without /usr/bin/chromium they skip.
+if [ ! -x /usr/bin/chromium ]; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    echo "== installing Debian's chromium (e2e tests)"
+    { DEBIAN_FRONTEND=noninteractive apt-get update -qq &&
+      DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium >/dev/null; } ||
+      echo "warning: could not install chromium; the e2e tests will skip" >&2
+  else
+    echo "note: /usr/bin/chromium is missing, so the e2e tests will skip. Install it with:" >&2
+    echo "  sudo apt-get update && sudo apt-get install -y --no-install-recommends chromium" >&2
+  fi
+fi
 echo "== ruff"
 uv run ruff check .
 uv run ruff format --check .
