@@ -2,7 +2,8 @@
 
     whoami  CONN_ID [--json]        who the connection becomes, hop by hop
     explain CONN_ID [--json]        verify every hop now; on failure: the hop, caller, target, permission, fix
-    policy  CONN_ID                 what to grant (trust policy, gcloud bindings, az commands)
+    policy  CONN_ID [--format text|json|shell]
+                                    what to grant (trust policy, gcloud bindings, az commands)
     doctor  [--json] [--probe-defaults]
                                     ambient identities, projected tokens' claims, endpoints, connections
 
@@ -71,7 +72,8 @@ def _explain(args: argparse.Namespace) -> int:
 
 
 def _policy(args: argparse.Namespace) -> int:
-    print(hook_for(args.conn_id).policy())
+    plan = hook_for(args.conn_id).policy_plan()
+    print({"text": plan.text, "json": plan.json, "shell": plan.shell}[args.format]())
     return 0
 
 
@@ -154,7 +156,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     ):
         sub = commands.add_parser(name, help=text)
         sub.add_argument("conn_id")
-        if name != "policy":
+        if name == "policy":
+            sub.add_argument(
+                "--format",
+                choices=("text", "json", "shell"),
+                default="text",
+                help="text for people, json for programs, shell for the commands to run",
+            )
+        else:
             sub.add_argument("--json", action="store_true", help="machine-readable output")
         sub.set_defaults(run=run)
     doctor = commands.add_parser("doctor", help="ambient identities, token claims, endpoints, connections")

@@ -29,6 +29,7 @@ from airflow_workload_identity.aws.spec import CONN_TYPE, FORM, AwsIdentitySpec
 from airflow_workload_identity.endpoints import check_override
 from airflow_workload_identity.errors import WorkloadIdentityError
 from airflow_workload_identity.hooks import tested_where
+from airflow_workload_identity.plan import Plan
 from airflow_workload_identity.report import IdentityReport
 
 __all__ = ["AwsWorkloadIdentityHook"]
@@ -213,7 +214,7 @@ class AwsWorkloadIdentityHook(BaseHook):
         principal = self.chain.credentials.principal or self.spec.role_arn
         return explain_data_access_denied(error, principal=principal, service=service, resource=resource, action=action)
 
-    def policy(self) -> str:
+    def policy_plan(self) -> Plan:
         """What the connection needs granted, hop by hop, from its spec and the running source identity."""
         from airflow_workload_identity.aws.policy import required_grants
 
@@ -227,6 +228,10 @@ class AwsWorkloadIdentityHook(BaseHook):
             chain.source.description,
             web_identity=web_identity,
         )
+
+    def policy(self) -> str:
+        """:meth:`policy_plan` as text for people."""
+        return self.policy_plan().text()
 
     def test_connection(self) -> tuple[bool, str]:
         """Assume every hop now and say who we became (Airflow's connection test)."""

@@ -14,6 +14,7 @@ from typing import Any
 
 from airflow_workload_identity.aws.spec import AssumeRoleHop, account_of
 from airflow_workload_identity.errors import AccessDenied, ConfigError, TransientError, WorkloadIdentityError
+from airflow_workload_identity.plan import Plan, Step
 
 __all__ = [
     "caller_statement",
@@ -272,7 +273,7 @@ def required_grants(
     source_description: str,
     *,
     web_identity: tuple[str, str] | None = None,
-) -> str:
+) -> Plan:
     """Everything to grant, hop by hop, for a chain that starts at ``source_arn``.
 
     With ``web_identity`` (the IRSA base role ARN and its token file), first the base role's trust
@@ -281,11 +282,15 @@ def required_grants(
     identity policy needs (required across accounts, harmless within one).
     """
     caller = source_arn or "arn:aws:iam::<account>:role/<the pod's role>"
-    lines = [
-        f"Source identity: {source_arn or '(unknown: no ambient AWS identity could be resolved here)'} "
-        f"via {source_description}.",
-        f"This connection assumes {len(hops)} role(s) in order.",
-    ]
+    plan = Plan(
+        cloud="aws",
+        source=source_arn,
+        header=[
+            f"Source identity: {source_arn or '(unknown: no ambient AWS identity could be resolved here)'} "
+            f"via {source_description}.",
+            f"This connection assumes {len(hops)} role(s) in order.",
+        ],
+    )
     if web_identity is not None:
         base_role, token_file = web_identity
         try:
@@ -296,32 +301,45 @@ def required_grants(
         issuer_path = str(claims.get("iss", "<issuer>")).removeprefix("https://")
         aud = claims.get("aud", "sts.amazonaws.com")
         provider = f"arn:aws:iam::{account_of(base_role) or '<account>'}:oidc-provider/{issuer_path}"
-        lines += [
-            "",
-            f"# Hop 0: the pod's service account -> {base_role} (IRSA; values read from {token_file})",
-            f"Trust policy of {base_role}:",
-            _dump(
-                web_identity_trust_statement(
-                    provider,
-                    issuer_path,
-                    str(claims.get("sub", "<subject>")),
-                    str(aud[0] if isinstance(aud, list) and aud else aud),
-                )
-            ),
-        ]
+        statement = web_identity_trust_statement(
+            provider,
+            issuer_path,
+            str(claims.get("sub", "<subject>")),
+            str(aud[0] if isinstance(aud, list) and aud else aud),
+        )
+        plan.steps.append(
+            Step(
+                hop=0,
+                title=f"Hop 0: the pod's service account -> {base_role} (IRSA; values read from {token_file})",
+                kind="trust_statement",
+                target=base_role,
+                content=statement,
+            )
+        )
     carried = False
     for index, hop in enumerate(hops, start=1):
-        lines += [
-            "",
-            f"# Hop {index} of {len(hops)}: {principal_for(caller)} -> {hop.role_arn}",
-            f"Add to the trust policy of {hop.role_arn}:",
-            _dump(trust_statement(caller, hop, source_identity_carried=carried)),
-            f"Allow in the identity policy of {principal_for(caller)}:",
-            _dump(caller_statement(hop, source_identity_carried=carried)),
-        ]
+        title = f"Hop {index} of {len(hops)}: {principal_for(caller)} -> {hop.role_arn}"
+        plan.steps.append(
+            Step(
+                hop=index,
+                title=title,
+                kind="trust_statement",
+                target=hop.role_arn,
+                content=trust_statement(caller, hop, source_identity_carried=carried),
+            )
+        )
+        plan.steps.append(
+            Step(
+                hop=index,
+                title="",
+                kind="identity_statement",
+                target=principal_for(caller),
+                content=caller_statement(hop, source_identity_carried=carried),
+            )
+        )
         caller = hop.role_arn
         carried = carried or bool(hop.source_identity)
-    return "\n".join(lines)
+    return plan
 
 
 # Operations whose IAM action is not "<service>:<operation>".

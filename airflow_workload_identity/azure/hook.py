@@ -21,6 +21,7 @@ from airflow_workload_identity.azure.credentials import (
 from airflow_workload_identity.azure.spec import CONN_TYPE, FORM, AzureIdentitySpec
 from airflow_workload_identity.endpoints import check_override
 from airflow_workload_identity.hooks import tested_where
+from airflow_workload_identity.plan import Plan
 from airflow_workload_identity.report import IdentityReport
 
 __all__ = ["AzureWorkloadIdentityHook"]
@@ -95,7 +96,7 @@ class AzureWorkloadIdentityHook(BaseHook):
         """Acquire a token and say who it is: mode, client id, tenant, object id and audience (claims)."""
         return report(self.get_credential(), self.azure_conn_id, scopes or self.spec.default_scopes())
 
-    def policy(self) -> str:
+    def policy_plan(self) -> Plan:
         """The federated credential / IMDS attachment and the role assignment this connection needs."""
         from airflow_workload_identity.azure.policy import required_setup
 
@@ -107,6 +108,10 @@ class AzureWorkloadIdentityHook(BaseHook):
 
         claims = claims_of(self.get_token("https://storage.azure.com/.default"))
         return explain_storage_denied(error, token_claims=claims, scope=scope, role=role)
+
+    def policy(self) -> str:
+        """:meth:`policy_plan` as text for people."""
+        return self.policy_plan().text()
 
     def test_connection(self) -> tuple[bool, str]:
         """Acquire a token now and say who it is."""

@@ -20,6 +20,7 @@ from airflow_workload_identity.errors import (
     TransientError,
     WorkloadIdentityError,
 )
+from airflow_workload_identity.plan import Plan, Step
 
 __all__ = ["explain_identity_error", "explain_storage_denied", "federated_credential_command", "required_setup"]
 
@@ -172,34 +173,70 @@ def explain_storage_denied(
     )
 
 
-def required_setup(identity: Any) -> str:
+def required_setup(identity: Any) -> Plan:
     """The federated credential (from the projected token's claims) or the IMDS attachment to create."""
     spec = identity.spec
     if identity.mode == "workload_identity":
         claims = token_file_claims(identity.token_file)
         issuer = str(claims.get("iss", "<the cluster's OIDC issuer: az aks show --query oidcIssuerProfile.issuerUrl>"))
         subject = str(claims.get("sub", "system:serviceaccount:<namespace>:<service account>"))
-        return "\n".join(
-            [
-                f"Workload identity: client {identity.client_id}, tenant {identity.tenant_id}.",
-                "# 1. Trust the pod's service account token (values read from the projected token):",
-                federated_credential_command(
-                    issuer=issuer, subject=subject, identity_name=spec.identity_name, resource_group=spec.resource_group
+        target = spec.identity_name or str(identity.client_id)
+        return Plan(
+            cloud="azure",
+            source=subject,
+            header=[f"Workload identity: client {identity.client_id}, tenant {identity.tenant_id}."],
+            steps=[
+                Step(
+                    hop=1,
+                    title="1. Trust the pod's service account token (values read from the projected token)",
+                    kind="command",
+                    target=target,
+                    content=federated_credential_command(
+                        issuer=issuer,
+                        subject=subject,
+                        identity_name=spec.identity_name,
+                        resource_group=spec.resource_group,
+                    ),
                 ),
-                "# 2. Pod label azure.workload.identity/use=true and service account annotation "
-                f"azure.workload.identity/client-id={identity.client_id}",
-                "# 3. Grant the identity on the data, e.g.:",
-                f'az role assignment create --assignee {identity.client_id} --role "Storage Blob Data Reader" '
-                "--scope <storage account or container resource id>",
-            ]
+                Step(
+                    hop=None,
+                    title="",
+                    kind="note",
+                    target=target,
+                    content="2. Pod label azure.workload.identity/use=true and service account annotation "
+                    f"azure.workload.identity/client-id={identity.client_id}",
+                ),
+                Step(
+                    hop=None,
+                    title="3. Grant the identity on the data, e.g.",
+                    kind="command",
+                    target=target,
+                    content=f'az role assignment create --assignee {identity.client_id} --role "Storage Blob Data '
+                    'Reader" --scope <storage account or container resource id>',
+                ),
+            ],
         )
-    return "\n".join(
-        [
-            f"Managed identity via IMDS ({identity.selector[0]} {identity.selector[1]}).",
-            "# 1. Attach the identity to the node pool's VM scale set:",
-            f"az vmss identity assign -g <node resource group> -n <vmss> --identities "
-            f"{spec.resource_id or '<identity resource id>'}",
-            "# 2. Grant it on the data, e.g.:",
-            'az role assignment create --assignee <client id> --role "Storage Blob Data Reader" --scope <scope>',
-        ]
+    kind, value = identity.selector
+    return Plan(
+        cloud="azure",
+        source=f"{kind} {value}".strip(),
+        header=[f"Managed identity via IMDS ({kind} {value})."],
+        steps=[
+            Step(
+                hop=0,
+                title="1. Attach the identity to the node pool's VM scale set",
+                kind="command",
+                target=spec.resource_id or "<identity resource id>",
+                content="az vmss identity assign -g <node resource group> -n <vmss> --identities "
+                f"{spec.resource_id or '<identity resource id>'}",
+            ),
+            Step(
+                hop=None,
+                title="2. Grant it on the data, e.g.",
+                kind="command",
+                target="<scope>",
+                content='az role assignment create --assignee <client id> --role "Storage Blob Data Reader" '
+                "--scope <scope>",
+            ),
+        ],
     )

@@ -18,6 +18,7 @@ from airflow_workload_identity.errors import WorkloadIdentityError
 from airflow_workload_identity.gcp.credentials import GcpChain, SharedToken, resolve
 from airflow_workload_identity.gcp.spec import CONN_TYPE, FORM, GcpIdentitySpec
 from airflow_workload_identity.hooks import tested_where
+from airflow_workload_identity.plan import Plan
 from airflow_workload_identity.report import IdentityReport
 
 __all__ = ["GcpWorkloadIdentityHook"]
@@ -91,7 +92,7 @@ class GcpWorkloadIdentityHook(BaseHook):
         """Every hop: the source e-mail (from the metadata server), each delegate, the target, expiry."""
         return self.chain.report(self.gcp_conn_id, verify=verify)
 
-    def policy(self) -> str:
+    def policy_plan(self) -> Plan:
         """The Token Creator bindings each hop needs, from the running source identity."""
         from airflow_workload_identity.gcp.policy import required_bindings
 
@@ -106,6 +107,10 @@ class GcpWorkloadIdentityHook(BaseHook):
         from airflow_workload_identity.gcp.policy import explain_storage_denied
 
         return explain_storage_denied(error, principal=self.spec.target, bucket=bucket, role=role)
+
+    def policy(self) -> str:
+        """:meth:`policy_plan` as text for people."""
+        return self.policy_plan().text()
 
     def test_connection(self) -> tuple[bool, str]:
         """Mint through the chain now and say who we became (one live generateIdToken call)."""

@@ -18,6 +18,7 @@ from airflow_workload_identity.errors import (
     TransientError,
     WorkloadIdentityError,
 )
+from airflow_workload_identity.plan import Plan, Step
 
 __all__ = [
     "explain_iam_error",
@@ -162,27 +163,47 @@ def explain_iam_error(
     )
 
 
-def required_bindings(chain: tuple[str, ...], source_email: str | None) -> str:
+def required_bindings(chain: tuple[str, ...], source_email: str | None) -> Plan:
     """Every Token Creator binding the chain needs, hop by hop, as gcloud commands."""
     caller = source_email or "<the pod's Google service account>"
-    lines = [
-        f"Source identity: {source_email or '(unknown: no Google service account could be resolved here)'}.",
-        f"This connection impersonates {len(chain)} service account(s) in order; the last is the target.",
-    ]
+    plan = Plan(
+        cloud="gcp",
+        source=source_email,
+        header=[
+            f"Source identity: {source_email or '(unknown: no Google service account could be resolved here)'}.",
+            f"This connection impersonates {len(chain)} service account(s) in order; the last is the target.",
+        ],
+    )
     for position, account in enumerate(chain, start=1):
-        lines += [
-            "",
-            f"# Hop {position} of {len(chain)}: {caller} -> {account}",
-            token_creator_command(caller, account),
-        ]
+        plan.steps.append(
+            Step(
+                hop=position,
+                title=f"Hop {position} of {len(chain)}: {caller} -> {account}",
+                kind="command",
+                target=account,
+                content=token_creator_command(caller, account),
+            )
+        )
         caller = account
-    lines += [
-        "",
-        "# Also: the IAM Service Account Credentials API enabled in the source's project",
-        "gcloud services enable iamcredentials.googleapis.com --project <the source's project>",
-        "# and the target granted on the data it reads (e.g. roles/storage.objectViewer on a bucket).",
-    ]
-    return "\n".join(lines)
+    plan.steps.append(
+        Step(
+            hop=None,
+            title="Also: the IAM Service Account Credentials API enabled in the source's project",
+            kind="command",
+            target="iamcredentials.googleapis.com",
+            content="gcloud services enable iamcredentials.googleapis.com --project <the source's project>",
+        )
+    )
+    plan.steps.append(
+        Step(
+            hop=None,
+            title="",
+            kind="note",
+            target=chain[-1],
+            content="and the target granted on the data it reads (e.g. roles/storage.objectViewer on a bucket).",
+        )
+    )
+    return plan
 
 
 def explain_storage_denied(error: Exception, *, principal: str, bucket: str, role: str) -> str:

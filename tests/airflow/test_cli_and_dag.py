@@ -42,6 +42,20 @@ def test_cli_whoami_and_policy(
     assert f'"Federated": "arn:aws:iam::111111111111:oidc-provider/{issuer}"' in text
     assert f"# Hop 2 of 2: {sc.customer_hop_role_arn} -> {sc.customer_reader_chained_role_arn}" in text
 
+    assert main(["policy", conn, "--format", "json"]) == 0
+    plan = json.loads(capsys.readouterr().out)
+    assert [(s["hop"], s["kind"]) for s in plan["steps"]] == [
+        (0, "trust_statement"),
+        (1, "trust_statement"),
+        (1, "identity_statement"),
+        (2, "trust_statement"),
+        (2, "identity_statement"),
+    ]
+    assert plan["steps"][3]["content"]["Principal"] == {"AWS": sc.customer_hop_role_arn}
+    assert main(["policy", conn, "--format", "shell"]) == 0
+    shell = capsys.readouterr().out
+    assert "cat > step2-trust-customer-hop.json <<'JSON'" in shell
+
 
 def test_cli_reports_errors_without_a_traceback(
     pod: Pod, aws_sandbox: AwsSandbox, connection: Callable[..., str], capsys: pytest.CaptureFixture[str]

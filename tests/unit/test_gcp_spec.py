@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import pytest
@@ -110,7 +111,12 @@ def test_error_bodies_become_typed_errors_with_the_fix() -> None:
 
 
 def test_required_bindings_list_every_hop() -> None:
-    text = required_bindings((HOP, READER), "airflow@platform.iam.gserviceaccount.com")
+    plan = required_bindings((HOP, READER), "airflow@platform.iam.gserviceaccount.com")
+    text = plan.text()
+    assert [step.hop for step in plan.steps if step.kind == "command"][:2] == [1, 2]
+    assert json.loads(plan.json())["steps"][1]["target"] == READER
+    shell = plan.shell()
+    assert shell.startswith("#!/usr/bin/env bash") and shell.count("gcloud iam service-accounts") == 2
     assert "# Hop 1 of 2: airflow@platform.iam.gserviceaccount.com -> " + HOP in text
     assert f"# Hop 2 of 2: {HOP} -> {READER}" in text
     assert text.count("roles/iam.serviceAccountTokenCreator") == 2
