@@ -108,3 +108,37 @@ def test_operator_and_cli_on_azure(
     assert main(["explain", wrong, "--json"]) == 1
     out = json.loads(capsys.readouterr().out)
     assert out["error"] == "AccessDenied" and "az identity federated-credential create" in out["fix"]
+
+
+def test_cli_whoami_and_explain_on_each_cloud(
+    pod: Pod,
+    aws_sandbox: AwsSandbox,
+    connection: Callable[..., str],
+    gke: GcpSandbox,
+    gcp_connection: Callable[..., str],
+    aks: Aks,
+    azure_sandbox: AzureSandbox,
+    azure_connection: Callable[..., str],
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    pod.irsa()
+    aks.workload_identity()
+    good = {
+        "aws": connection("a_ok", role_arn=aws_sandbox.scenario.customer_reader_role_arn),
+        "gcp": gcp_connection("g_ok", impersonation_chain=[gke.scenario.reader_sa]),
+        "azure": azure_connection("z_ok", scopes=["https://storage.azure.com/.default"]),
+    }
+    bad = {
+        "aws": connection("a_bad", role_arn=aws_sandbox.scenario.customer_untrusting_role_arn),
+        "gcp": gcp_connection("g_bad", impersonation_chain=[gke.scenario.no_creator_sa]),
+        "azure": azure_connection("z_bad", client_id="99999999-9999-9999-9999-999999999999"),
+    }
+    for cloud, conn in good.items():
+        assert main(["whoami", conn, "--json"]) == 0, cloud
+        assert json.loads(capsys.readouterr().out)["cloud"] == cloud
+        assert main(["explain", conn]) == 0, cloud
+        assert "OK: all" in capsys.readouterr().out
+    for cloud, conn in bad.items():
+        assert main(["explain", conn, "--json"]) == 1, cloud
+        out = json.loads(capsys.readouterr().out)
+        assert out["ok"] is False and out["fix"], (cloud, out)

@@ -153,9 +153,10 @@ def test_providers_manager_serves_the_legacy_form_on_older_airflow(pm: Any) -> N
         # 3.0/3.1 without the FAB provider gather legacy widgets only in the api-server (mocked FAB).
         pytest.importorskip("flask_appbuilder")
     widgets = pm.connection_form_widgets
-    for name in AWS_FORM.names:
-        assert f"extra__aws_workload_identity__{name}" in widgets, name
-    assert pm.field_behaviours["aws_workload_identity"] == AWS_FORM.legacy_ui_field_behaviour()
+    for form in FORMS:
+        for name in form.names:
+            assert f"extra__{form.conn_type}__{name}" in widgets, (form.conn_type, name)
+        assert pm.field_behaviours[form.conn_type] == form.legacy_ui_field_behaviour()
 
 
 def test_api_server_hook_metadata_shows_the_declared_form(pm: Any) -> None:
@@ -189,17 +190,20 @@ def test_api_server_hook_metadata_serves_the_legacy_form_on_3_0_and_3_1(pm: Any)
 
     HookMetaService.hook_meta_data.cache_clear()
     metas = {m.connection_type: m for m in HookMetaService.hook_meta_data()}
-    meta = metas["aws_workload_identity"]
-    assert meta.standard_fields is not None
-    assert meta.standard_fields.host.hidden and meta.standard_fields.login.hidden
-    extra = meta.extra_fields
-    assert extra is not None
-    declared = AWS_FORM.provider_connection_type()["conn-fields"]
-    assert set(extra) == set(declared)
-    for name, entry in extra.items():
-        assert entry["schema"]["title"] == declared[name]["label"]
-        assert entry["description"].startswith(declared[name]["description"])
-    assert extra["source"]["schema"]["enum"] == ["auto", "web_identity", "pod_identity", "default_chain"]
+    for form in FORMS:
+        meta = metas[form.conn_type]
+        assert meta.standard_fields is not None
+        assert meta.standard_fields.login.hidden
+        assert meta.standard_fields.host.hidden == ("host" in form.hidden_fields)
+        extra = meta.extra_fields
+        assert extra is not None
+        declared = form.provider_connection_type()["conn-fields"]
+        assert set(extra) == set(declared)
+        for name, entry in extra.items():
+            assert entry["schema"]["title"] == declared[name]["label"]
+            assert entry["description"].startswith(declared[name]["description"])
+    aws = metas["aws_workload_identity"].extra_fields
+    assert aws["source"]["schema"]["enum"] == ["auto", "web_identity", "pod_identity", "default_chain"]
 
 
 def test_cli_lists_the_provider_and_its_connection_type() -> None:
