@@ -16,7 +16,6 @@ from typing import Any
 import pytest
 from packaging.utils import canonicalize_name
 
-from airflow_workload_identity.aws.spec import FORM as AWS_FORM
 from airflow_workload_identity.get_provider_info import FORMS, get_provider_info
 
 pytestmark = pytest.mark.smoke
@@ -166,21 +165,24 @@ def test_api_server_hook_metadata_shows_the_declared_form(pm: Any) -> None:
 
     HookMetaService.hook_meta_data.cache_clear()
     metas = {m.connection_type: m for m in HookMetaService.hook_meta_data()}
-    meta = metas["aws_workload_identity"]
-    assert meta.hook_name == "AWS Workload Identity"
-    assert meta.standard_fields is not None
-    assert meta.standard_fields.host.hidden
-    assert meta.standard_fields.login.hidden
-    assert meta.standard_fields.password.hidden
-    extra = meta.extra_fields
-    assert extra is not None
-    declared = AWS_FORM.provider_connection_type()["conn-fields"]
-    assert set(extra) == set(declared)
-    for name, entry in extra.items():
-        assert entry["schema"]["title"] == declared[name]["label"]
-        assert entry["description"] == declared[name]["description"]
-    assert extra["source"]["schema"]["enum"] == ["auto", "web_identity", "pod_identity", "default_chain"]
-    assert extra["duration_seconds"]["schema"]["maximum"] == 43200
+    for form in FORMS:
+        meta = metas[form.conn_type]
+        assert meta.hook_name == form.hook_name
+        assert meta.standard_fields is not None
+        assert meta.standard_fields.host.hidden == ("host" in form.hidden_fields)
+        assert meta.standard_fields.login.hidden and meta.standard_fields.password.hidden
+        extra = meta.extra_fields
+        assert extra is not None
+        declared = form.provider_connection_type()["conn-fields"]
+        assert set(extra) == set(declared)
+        for name, entry in extra.items():
+            assert entry["schema"]["title"] == declared[name]["label"]
+            assert entry["description"] == declared[name]["description"]
+    aws = metas["aws_workload_identity"].extra_fields
+    assert aws["source"]["schema"]["enum"] == ["auto", "web_identity", "pod_identity", "default_chain"]
+    assert aws["duration_seconds"]["schema"]["maximum"] == 43200
+    azure = metas["azure_workload_identity"]
+    assert azure.standard_fields.host.title == "Storage account URL (for WasbHook)"
 
 
 def test_api_server_hook_metadata_serves_the_legacy_form_on_3_0_and_3_1(pm: Any) -> None:
