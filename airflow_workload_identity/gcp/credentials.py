@@ -174,13 +174,16 @@ class SharedToken(google.auth.credentials.Credentials):
     # -- refresh --------------------------------------------------------------------------------------------
 
     def ensure(self, request: Any = None) -> str:
-        """A usable token, refreshing as the windows say; returns it."""
+        """A usable token, refreshing as the windows say; returns it.
+
+        Mints always use this package's transport (bounded timeouts), not the caller's ``request``:
+        client libraries pass transports whose default timeout is 120 s."""
         state = self.token_state
         if state == _STALE and self._lock.acquire(blocking=False):
             try:
                 if self.token_state == _STALE:
                     try:
-                        self._mint(request or http_request())
+                        self._mint(http_request())
                     except WorkloadIdentityError as exc:
                         logger.warning(
                             "Advisory refresh of %s failed; keeping the current token (valid until %sZ): %s",
@@ -195,7 +198,7 @@ class SharedToken(google.auth.credentials.Credentials):
             with self._lock:
                 self._raise_if_failed_since(waited_from)
                 if self.token_state == _INVALID:
-                    self._mint(request or http_request())
+                    self._mint(http_request())
         assert self.token is not None
         return str(self.token)
 
@@ -207,7 +210,7 @@ class SharedToken(google.auth.credentials.Credentials):
             if self.token_state == _FRESH:
                 return
             self._raise_if_failed_since(waited_from)
-            self._mint(request)
+            self._mint(http_request())
 
     def before_request(self, request: Any, method: str, url: str, headers: Any) -> None:
         self.ensure(request)
