@@ -16,9 +16,7 @@ import json
 import os
 import statistics
 import sys
-import tempfile
 import time
-import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -26,19 +24,12 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
-_home = tempfile.mkdtemp(prefix="awi-bench-")
-os.environ.update(
-    {
-        "AIRFLOW_HOME": _home,
-        "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
-        "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{_home}/airflow.db",
-        "AIRFLOW__LOGGING__LOGGING_LEVEL": "ERROR",
-    }
-)
+from dev.bench._setup import isolate_airflow  # noqa: E402
+
+isolate_airflow()
 for _name in list(os.environ):
     if _name.startswith("AWS_"):
         del os.environ[_name]
-warnings.simplefilter("ignore")
 
 from dev.sandbox import AwsSandbox  # noqa: E402
 

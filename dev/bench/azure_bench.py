@@ -32,10 +32,8 @@ import logging
 import os
 import statistics
 import sys
-import tempfile
 import threading
 import time
-import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -44,16 +42,9 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
-_home = tempfile.mkdtemp(prefix="awi-bench-")
-os.environ.update(
-    {
-        "AIRFLOW_HOME": _home,
-        "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
-        "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{_home}/airflow.db",
-        "AIRFLOW__LOGGING__LOGGING_LEVEL": "ERROR",
-    }
-)
-warnings.simplefilter("ignore")
+from dev.bench._setup import isolate_airflow  # noqa: E402
+
+_home = isolate_airflow()
 
 from dev.sandbox.azure import AMBIENT_AZURE_VARIABLES, AzureSandbox  # noqa: E402
 

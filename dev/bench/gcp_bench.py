@@ -29,10 +29,8 @@ import json
 import os
 import statistics
 import sys
-import tempfile
 import threading
 import time
-import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -41,18 +39,12 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
-_home = tempfile.mkdtemp(prefix="awi-bench-")
-os.environ.update(
-    {
-        "AIRFLOW_HOME": _home,
-        "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
-        "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{_home}/airflow.db",
-        "AIRFLOW__LOGGING__LOGGING_LEVEL": "ERROR",
-        # the connections' iam_endpoint_url points at the sandbox (endpoint overrides are allow-listed)
-        "AIRFLOW__WORKLOAD_IDENTITY__ALLOWED_ENDPOINT_HOSTS": "127.0.0.1",
-    }
+from dev.bench._setup import isolate_airflow  # noqa: E402
+
+isolate_airflow(
+    # the connections' iam_endpoint_url points at the sandbox (endpoint overrides are allow-listed)
+    AIRFLOW__WORKLOAD_IDENTITY__ALLOWED_ENDPOINT_HOSTS="127.0.0.1",
 )
-warnings.simplefilter("ignore")
 
 from dev.sandbox.gcp import AMBIENT_GCP_VARIABLES, GcpSandbox  # noqa: E402  (imports no google-auth)
 
