@@ -142,3 +142,20 @@ def test_cli_whoami_and_explain_on_each_cloud(
         assert main(["explain", conn, "--json"]) == 1, cloud
         out = json.loads(capsys.readouterr().out)
         assert out["ok"] is False and out["fix"], (cloud, out)
+
+
+def test_cli_doctor_sees_gke_and_aks_identities(
+    gke: GcpSandbox, aks: Aks, azure_sandbox: AzureSandbox, capsys: pytest.CaptureFixture[str]
+) -> None:
+    token = aks.workload_identity()
+    assert main(["doctor", "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    found = {i["name"]: i for i in out["identities"]}
+    metadata = found["GKE metadata server"]
+    assert metadata["present"] and metadata["reachable"] and metadata["endpoint"] == gke.metadata_host
+    wi = found["Azure AKS workload identity"]
+    assert wi["present"] and wi["token"]["sub"] == azure_sandbox.scenario.service_account_subject
+    assert wi["token"]["aud"] == ["api://AzureADTokenExchange"] or wi["token"]["aud"] == "api://AzureADTokenExchange"
+    imds = found["Azure IMDS (managed identity)"]
+    assert imds["present"] and imds["reachable"]
+    assert token.read_text() not in json.dumps(out)
