@@ -6,15 +6,15 @@ link-local defaults (169.254.169.254, metadata.google.internal) only with ``prob
 
 from __future__ import annotations
 
-import base64
 import datetime as dt
-import json
 import os
 import urllib.error
 import urllib.request
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any
+
+from airflow_workload_identity.tokens import unverified_claims
 
 __all__ = ["Finding", "ambient_identities", "check_connections"]
 
@@ -39,11 +39,12 @@ def _claims(path: str | None) -> dict[str, Any]:
         return {}
     try:
         with open(path, encoding="utf-8") as handle:
-            payload = handle.read().strip().split(".")[1]
-        data = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
-    except (OSError, IndexError, ValueError):
+            data = unverified_claims(handle.read())
+    except OSError:
+        data = {}
+    if not data:
         return {"error": f"cannot read a JWT from {path}"}
-    out = {k: data.get(k) for k in ("iss", "sub", "aud") if k in data}
+    out: dict[str, Any] = {k: data.get(k) for k in ("iss", "sub", "aud") if k in data}
     if "exp" in data:
         out["exp"] = dt.datetime.fromtimestamp(int(data["exp"]), dt.UTC).isoformat()
         out["expired"] = int(data["exp"]) < dt.datetime.now(dt.UTC).timestamp()

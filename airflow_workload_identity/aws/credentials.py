@@ -40,7 +40,6 @@ from airflow_workload_identity.attribution import RunContext, fit
 from airflow_workload_identity.aws.policy import (
     explain_assume_role_error,
     explain_web_identity_error,
-    token_claims,
 )
 from airflow_workload_identity.aws.spec import SESSION_NAME_CHARS, AssumeRoleHop, AwsIdentitySpec, account_of
 from airflow_workload_identity.errors import (
@@ -53,6 +52,7 @@ from airflow_workload_identity.errors import (
 from airflow_workload_identity.registry import MAX_ADVISORY_SECONDS, MAX_MANDATORY_SECONDS, REGISTRY, Registry
 from airflow_workload_identity.registry import refresh_windows as _refresh_windows
 from airflow_workload_identity.report import Hop, IdentityReport
+from airflow_workload_identity.tokens import unverified_claims
 
 __all__ = [
     "STS_CONFIG",
@@ -334,7 +334,7 @@ class _WebIdentityFetcher(AssumeRoleWithWebIdentityCredentialFetcher):  # type: 
                 "web_identity", WEB_IDENTITY_ENV, f"the token file {self._token_file} does not exist"
             ) from None
         except ClientError as error:
-            claims = token_claims(FileWebIdentityTokenLoader(self._token_file)())
+            claims = unverified_claims(FileWebIdentityTokenLoader(self._token_file)())
             raise explain_web_identity_error(
                 error,
                 role_arn=self._role_arn,
@@ -473,16 +473,7 @@ def resolve_source(
 # -- role hops ------------------------------------------------------------------------------------------------
 
 
-class _Caller:
-    """What a hop signs with: the source or the previous hop."""
-
-    credentials: Credentials
-
-    def caller_arn(self) -> str | None:
-        raise NotImplementedError
-
-
-class HopCredentials(_Caller):
+class HopCredentials:
     """One AssumeRole hop, shared by every chain that starts the same way."""
 
     def __init__(

@@ -6,7 +6,6 @@
 
 from __future__ import annotations
 
-import base64
 import json
 import re
 from collections.abc import Mapping
@@ -15,6 +14,7 @@ from typing import Any
 from airflow_workload_identity.aws.spec import AssumeRoleHop, account_of
 from airflow_workload_identity.errors import AccessDenied, ConfigError, TransientError, WorkloadIdentityError
 from airflow_workload_identity.plan import Plan, Step
+from airflow_workload_identity.tokens import unverified_claims
 
 __all__ = [
     "caller_statement",
@@ -23,7 +23,6 @@ __all__ = [
     "explain_web_identity_error",
     "principal_for",
     "required_grants",
-    "token_claims",
     "trust_statement",
 ]
 
@@ -177,19 +176,6 @@ def explain_assume_role_error(
     )
 
 
-def token_claims(token: str) -> dict[str, Any]:
-    """The unverified claims of a JWT (issuer, subject, audience, expiry); ``{}`` if unreadable.
-
-    Only claims are read and shown, never the token or its signature.
-    """
-    try:
-        payload = token.strip().split(".")[1]
-        data = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
-    except (IndexError, ValueError):
-        return {}
-    return data if isinstance(data, dict) else {}
-
-
 def web_identity_trust_statement(provider_arn: str, issuer_path: str, subject: str, audience: str) -> dict[str, Any]:
     return {
         "Effect": "Allow",
@@ -295,7 +281,7 @@ def required_grants(
         base_role, token_file = web_identity
         try:
             with open(token_file, encoding="utf-8") as handle:
-                claims = token_claims(handle.read())
+                claims = unverified_claims(handle.read())
         except OSError:
             claims = {}
         issuer_path = str(claims.get("iss", "<issuer>")).removeprefix("https://")

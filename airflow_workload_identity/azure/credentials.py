@@ -14,8 +14,6 @@ No Airflow imports.
 from __future__ import annotations
 
 import asyncio
-import base64
-import json
 import logging
 import os
 import threading
@@ -37,6 +35,7 @@ from airflow_workload_identity.errors import (
 )
 from airflow_workload_identity.registry import REGISTRY, Registry, refresh_windows
 from airflow_workload_identity.report import Hop, IdentityReport
+from airflow_workload_identity.tokens import unverified_claims
 
 __all__ = ["AsyncSharedTokenCredential", "AzureIdentity", "SharedTokenCredential", "resolve"]
 
@@ -55,16 +54,6 @@ IMDS_TRANSPORT = {
 }
 WI_ENV = ("AZURE_CLIENT_ID", "AZURE_TENANT_ID", "AZURE_FEDERATED_TOKEN_FILE", "AZURE_AUTHORITY_HOST")
 IMDS_ENV = ("AZURE_POD_IDENTITY_AUTHORITY_HOST (test/proxy override)", "http://169.254.169.254/metadata/identity")
-
-
-def claims_of(token: str) -> dict[str, Any]:
-    """Unverified JWT claims (for reports and diagnostics; never the token itself)."""
-    try:
-        payload = token.split(".")[1]
-        data = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
-    except (IndexError, ValueError):
-        return {}
-    return data if isinstance(data, dict) else {}
 
 
 class _RotatingWorkloadIdentityCredential(WorkloadIdentityCredential):
@@ -269,7 +258,7 @@ class SharedTokenCredential:
             listener(info.token)
 
     def _check_expected(self, token: str) -> None:
-        spec, claims = self.identity.spec, claims_of(token)
+        spec, claims = self.identity.spec, unverified_claims(token)
         if spec.expected_tenant_id and str(claims.get("tid", "")).lower() != spec.expected_tenant_id:
             raise IdentityMismatch("expected_tenant_id", (spec.expected_tenant_id,), f"tenant {claims.get('tid')}")
         if spec.expected_object_id and str(claims.get("oid", "")).lower() != spec.expected_object_id:
@@ -329,7 +318,7 @@ def report(shared: SharedTokenCredential, conn_id: str | None, scopes: tuple[str
     """Acquire a token for ``scopes`` and say who it is, from its claims."""
     identity = shared.identity
     info = shared.get_token_info(*scopes)
-    claims = claims_of(info.token)
+    claims = unverified_claims(info.token)
     import datetime as dt
 
     details = (

@@ -14,7 +14,6 @@ from airflow_workload_identity._compat import BaseHook, connection_of_type, mask
 from airflow_workload_identity.azure.credentials import (
     AsyncSharedTokenCredential,
     SharedTokenCredential,
-    claims_of,
     report,
     resolve,
 )
@@ -23,6 +22,7 @@ from airflow_workload_identity.endpoints import check_override
 from airflow_workload_identity.hooks import tested_where
 from airflow_workload_identity.plan import Plan
 from airflow_workload_identity.report import IdentityReport
+from airflow_workload_identity.tokens import unverified_claims
 
 __all__ = ["AzureWorkloadIdentityHook"]
 
@@ -106,7 +106,7 @@ class AzureWorkloadIdentityHook(BaseHook):
         """Remediation for a storage 403: the token's audience and object id, and the role assignment."""
         from airflow_workload_identity.azure.policy import explain_storage_denied
 
-        claims = claims_of(self.get_token("https://storage.azure.com/.default"))
+        claims = unverified_claims(self.get_token("https://storage.azure.com/.default"))
         return explain_storage_denied(error, token_claims=claims, scope=scope, role=role)
 
     def policy(self) -> str:

@@ -7,8 +7,6 @@ codes and IMDS answers to typed errors. Pure Python (azure-identity objects are 
 
 from __future__ import annotations
 
-import base64
-import json
 import os
 import re
 from typing import Any
@@ -21,6 +19,7 @@ from airflow_workload_identity.errors import (
     WorkloadIdentityError,
 )
 from airflow_workload_identity.plan import Plan, Step
+from airflow_workload_identity.tokens import unverified_claims
 
 __all__ = ["explain_identity_error", "explain_storage_denied", "federated_credential_command", "required_setup"]
 
@@ -28,21 +27,12 @@ CONN_TYPE = "azure_workload_identity"
 FIC_LIMIT = 20
 
 
-def _claims(token: str) -> dict[str, Any]:
-    try:
-        payload = token.strip().split(".")[1]
-        data = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
-    except (IndexError, ValueError):
-        return {}
-    return data if isinstance(data, dict) else {}
-
-
 def token_file_claims(path: str | None) -> dict[str, Any]:
     """iss/sub/aud of the projected service-account token (claims only, never the token)."""
     if not path or not os.path.exists(path):
         return {}
     with open(path, encoding="utf-8") as handle:
-        return _claims(handle.read())
+        return unverified_claims(handle.read())
 
 
 def federated_credential_command(

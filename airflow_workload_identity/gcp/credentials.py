@@ -13,7 +13,6 @@ No Airflow imports: the spec and the environment are passed in.
 from __future__ import annotations
 
 import asyncio
-import base64
 import datetime as dt
 import json
 import logging
@@ -43,6 +42,7 @@ from airflow_workload_identity.gcp.policy import explain_iam_error, parse_error_
 from airflow_workload_identity.gcp.spec import CLOUD_PLATFORM, CONN_TYPE, GcpIdentitySpec
 from airflow_workload_identity.registry import REGISTRY, Registry, refresh_windows
 from airflow_workload_identity.report import Hop, IdentityReport
+from airflow_workload_identity.tokens import unverified_claims
 
 __all__ = ["IAM_ENDPOINT", "GcpChain", "SharedToken", "resolve"]
 
@@ -388,15 +388,6 @@ def _post(url: str, source: SharedToken, body: dict[str, Any]) -> requests.Respo
     return request.session.post(url, data=json.dumps(body), headers=headers, timeout=HTTP_TIMEOUT)
 
 
-def _jwt_claims(token: str) -> dict[str, Any]:
-    try:
-        payload = token.split(".")[1]
-        data = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
-    except (IndexError, ValueError):
-        return {}
-    return data if isinstance(data, dict) else {}
-
-
 class _IdToken(google.auth.credentials.Credentials):
     """An ID token minted through the chain with ``generateIdToken`` (honours the endpoint override,
     which google-auth's ``IDTokenCredentials`` does not)."""
@@ -415,7 +406,7 @@ class _IdToken(google.auth.credentials.Credentials):
             raise google.auth.exceptions.RefreshError("Error getting ID token", response.text)
         token = str(response.json()["token"])
         self.token = token
-        exp = _jwt_claims(token).get("exp")
+        exp = unverified_claims(token).get("exp")
         self.expiry = dt.datetime.fromtimestamp(int(exp), dt.UTC).replace(tzinfo=None) if exp else None
 
 
@@ -515,7 +506,7 @@ class GcpChain:
         response = _post(url, self.source.token, body)
         if response.status_code != 200:
             raise self._explain(google.auth.exceptions.RefreshError("Error getting ID token", response.text))
-        email = str(_jwt_claims(str(response.json()["token"])).get("email", ""))
+        email = str(unverified_claims(str(response.json()["token"])).get("email", ""))
         if email and email.lower() != self.spec.target:
             raise AccessDenied(
                 hop=len(self.spec.impersonation_chain),

@@ -42,7 +42,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
-from dev.bench._setup import isolate_airflow  # noqa: E402
+from dev.bench._setup import isolate_airflow, masker_restorer  # noqa: E402
 
 _home = isolate_airflow()
 
@@ -72,24 +72,6 @@ class _UnclosedSessions(logging.Filter):
 
 
 logging.getLogger("asyncio").addFilter(_UnclosedSessions())
-
-
-def masker_restorer() -> Callable[[], None]:
-    """Every token this package mints is registered with Airflow's secrets masker, which recompiles one regex
-    of all masked values on each addition: the cost grows with the tokens masked so far in the process. A
-    benchmark process mints far more distinct tokens than a worker does, so cold runs restore the masker as
-    it was after warm-up (a fresh process's first token)."""
-    try:
-        from airflow.sdk._shared.secrets_masker.secrets_masker import _secrets_masker
-    except ImportError:
-        return lambda: None
-    masker = _secrets_masker()
-    patterns, replacer = set(masker.patterns), masker.replacer
-
-    def restore() -> None:
-        masker.patterns, masker.replacer = set(patterns), replacer
-
-    return restore
 
 
 def define(conn_id: str, conn_type: str, host: str, extra: dict[str, Any]) -> None:

@@ -141,9 +141,9 @@ def test_cross_tenant_refused_unless_allowed(
         )
     )
     token = allowed.get_credential().get_token(STORAGE, tenant_id=sc.other_tenant_id).token
-    from airflow_workload_identity.azure.credentials import claims_of
+    from airflow_workload_identity.tokens import unverified_claims
 
-    assert claims_of(token)["tid"] == sc.other_tenant_id
+    assert unverified_claims(token)["tid"] == sc.other_tenant_id
 
 
 def test_token_file_rotation_is_picked_up(
