@@ -13,6 +13,7 @@ __all__ = [
     "ConfigError",
     "IdentityMismatch",
     "IdentityUnavailable",
+    "RejectedValue",
     "TransientError",
     "WorkloadIdentityError",
 ]
@@ -110,10 +111,53 @@ class IdentityMismatch(WorkloadIdentityError):
 
 
 class TransientError(WorkloadIdentityError):
-    """A call kept failing after bounded retries; says what was retried and the last failure."""
+    """A call kept failing after bounded retries; says what was retried and the last failure.
 
-    def __init__(self, operation: str, attempts: int, last_error: str) -> None:
+    ``endpoint`` is where the calls went, ``status`` the last HTTP status (``None`` for a reset, a
+    timeout or a malformed answer), ``retry_after`` the seconds the cloud asked to wait (``Retry-After``),
+    if it said. The credential core retries on this type within the token request budget.
+    """
+
+    def __init__(
+        self,
+        operation: str,
+        attempts: int,
+        last_error: str,
+        *,
+        endpoint: str | None = None,
+        status: int | None = None,
+        retry_after: float | None = None,
+    ) -> None:
         self.operation = operation
         self.attempts = attempts
         self.last_error = last_error
-        super().__init__(f"{operation} failed after {attempts} attempts; last error: {last_error}")
+        self.endpoint = endpoint
+        self.status = status
+        self.retry_after = retry_after
+        where = f" at {endpoint}" if endpoint and endpoint not in operation else ""
+        last_status = f" (last status {status})" if status is not None else ""
+        super().__init__(f"{operation}{where} failed after {attempts} attempts{last_status}; last error: {last_error}")
+
+    def with_attempts(self, attempts: int) -> TransientError:
+        """The same failure, counting ``attempts`` in all (the core's retries on top of the SDK's)."""
+        return TransientError(
+            self.operation,
+            attempts,
+            self.last_error,
+            endpoint=self.endpoint,
+            status=self.status,
+            retry_after=self.retry_after,
+        )
+
+
+class RejectedValue(ConfigError):
+    """The cloud's answer proves a connection field wrong (an unknown account, a lifetime over the
+    role's or the organisation's limit). Unlike its parent, raised *after* a network call: the value was
+    well-formed, the cloud refused it. Names the field and the fix like every ``ConfigError``; ``cloud_code``
+    is the cloud's own error code or status, for the audit trail."""
+
+    def __init__(
+        self, field: str, problem: str, fix: str, *, conn_type: str | None = None, cloud_code: str = ""
+    ) -> None:
+        self.cloud_code = cloud_code
+        super().__init__(field, problem, fix, conn_type=conn_type)
