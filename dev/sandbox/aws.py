@@ -38,6 +38,7 @@ from moto.moto_server.werkzeug_app import DomainDispatcherApplication, MotoReque
 from werkzeug.serving import make_server
 
 from . import _patches
+from .faults import DropConnection, Fault, FaultInjector, FaultKind, Reply, abort_connection, answer_fault
 from .oidc import DEFAULT_AUDIENCE, DEFAULT_ISSUER_URL, DEFAULT_SUBJECT, OidcIssuer, foreign_issuer_for
 
 log = logging.getLogger(__name__)
@@ -78,6 +79,13 @@ AMBIENT_AWS_VARIABLES = (
 )
 
 _STS_ACTIONS_UNSIGNED = {"AssumeRoleWithWebIdentity", "AssumeRoleWithSAML"}
+_STS_ERROR_CODES = {500: "InternalFailure", 502: "BadGateway", 503: "ServiceUnavailable", 504: "GatewayTimeout"}
+# A 200 whose XML body stops mid-element (an injected "malformed" fault).
+_STS_TRUNCATED = (
+    '<{action}Response xmlns="https://sts.amazonaws.com/doc/2011-06-15/">\n  <{action}Result>\n'
+    "    <Credentials>\n      <AccessKeyId>ASIA"
+)
+_POD_IDENTITY_TRUNCATED = Reply(200, "application/json", b'{"AccessKeyId":"ASIA')
 _INTERNAL_HEADER = "X-Awi-Sandbox-Internal"
 # botocore's "max_attempts" counts retries; "total_max_attempts" counts requests (1 = no retry).
 _CLIENT_CONFIG = Config(retries={"total_max_attempts": 1, "mode": "standard"}, connect_timeout=5, read_timeout=30)
@@ -351,15 +359,6 @@ def _seed_scenario(endpoint_url: str, scenario: AwsScenario) -> _Seed:
 # --- the moto server, wrapped ----------------------------------------------------------------------------
 
 
-@dataclass
-class _Fault:
-    action: str | None
-    status: int
-    code: str
-    message: str
-    remaining: int
-
-
 class _QuietMotoHandler(MotoRequestHandler):
     disable_nagle_algorithm = True
 
@@ -369,6 +368,10 @@ class _QuietMotoHandler(MotoRequestHandler):
     def log(self, type: str, message: str, *args: Any) -> None:
         if type == "error":
             log.warning("moto server: " + message, *args)
+
+    def connection_dropped(self, error: BaseException, environ: Any = None) -> None:
+        if isinstance(error, DropConnection):  # an injected reset or an abandoned hang: RST, no response
+            abort_connection(self)
 
 
 class _SandboxMiddleware:
@@ -412,8 +415,9 @@ class _SandboxMiddleware:
         internal = environ.get("HTTP_" + _INTERNAL_HEADER.upper().replace("-", "_")) == sb._internal_secret
         if service == "sts" and action and not internal:
             fault = sb._on_sts_request(action)
-            if fault is not None:
-                return self._error(start_response, *fault)
+            answered = self._fault(start_response, fault, action) if fault is not None else None
+            if answered is not None:
+                return answered
         if service is None and action and sb._state.enforcement_on:
             # an unsigned query-protocol call (moto would hand it to S3): what STS/IAM answer
             return self._error(
@@ -425,12 +429,41 @@ class _SandboxMiddleware:
         finally:
             _patches.set_current_state(None)
 
+    def _fault(self, start_response: Any, fault: Fault, action: str) -> list[bytes] | None:
+        """Apply an injected fault to an STS request; None: give the real answer (slow, or a released hang)."""
+        if fault.kind is FaultKind.SLOW:
+            time.sleep(fault.seconds)
+            return None
+        if fault.kind is FaultKind.HANG:
+            if self.sandbox.faults.hold(fault):
+                return None
+            raise DropConnection("injected hang (sandbox)")
+        if fault.kind is FaultKind.RESET:
+            raise DropConnection("injected reset (sandbox)")
+        if fault.kind is FaultKind.MALFORMED:
+            body = _STS_TRUNCATED.format(action=action).encode()
+            start_response("200 OK", [("Content-Type", "text/xml"), ("Content-Length", str(len(body)))])
+            return [body]
+        throttle = fault.kind is FaultKind.THROTTLE
+        code = fault.code or ("Throttling" if throttle else _STS_ERROR_CODES.get(fault.status, "InternalFailure"))
+        message = fault.message or ("Rate exceeded" if throttle else f"Injected fault: {code}")
+        retry_after = fault.retry_after if fault.retry_after is not None else (1 if throttle else None)
+        headers = [("Retry-After", f"{retry_after:g}")] if retry_after is not None else []
+        return self._error(start_response, fault.status, code, message, headers)
+
     @staticmethod
-    def _error(start_response: Any, status: int, code: str, message: str) -> list[bytes]:
+    def _error(
+        start_response: Any, status: int, code: str, message: str, headers: list[tuple[str, str]] | None = None
+    ) -> list[bytes]:
         body = _patches.aws_error_xml(code, message, sender=status < 500).encode()
         start_response(
             f"{status} {code}",
-            [("Content-Type", "text/xml"), ("Content-Length", str(len(body))), ("x-amzn-RequestId", str(uuid.uuid4()))],
+            [
+                ("Content-Type", "text/xml"),
+                ("Content-Length", str(len(body))),
+                ("x-amzn-RequestId", str(uuid.uuid4())),
+                *(headers or []),
+            ],
         )
         return [body]
 
@@ -508,8 +541,7 @@ class _PodIdentityHandler(BaseHTTPRequestHandler):
         if urlsplit(self.path).path != "/v1/credentials":
             self._send(404, "404 page not found\n")
             return
-        if fault is not None:
-            self._send(fault[0], fault[1] + "\n")
+        if answer_fault(self, sb.faults, fault, error=_pod_identity_error, malformed=_POD_IDENTITY_TRUNCATED):
             return
         token = self.headers.get("Authorization", "")
         if not token:
@@ -536,6 +568,14 @@ class _PodIdentityHandler(BaseHTTPRequestHandler):
         self._send(200, json.dumps(creds), "application/json")
 
 
+def _pod_identity_error(fault: Fault) -> Reply:
+    """The agent's errors are Go's ``http.Error``: the message as text/plain."""
+    message = fault.message or ("Too Many Requests" if fault.status == 429 else "Internal Server Error")
+    return Reply(
+        fault.status, "text/plain; charset=utf-8", f"{message}\n".encode(), (("X-Content-Type-Options", "nosniff"),)
+    )
+
+
 # --- the sandbox ---------------------------------------------------------------------------------------
 
 
@@ -560,10 +600,9 @@ class AwsSandbox:
         self._state.service_principals[agent_arn] = EKS_POD_IDENTITY_SERVICE
         self._lock = threading.Lock()
         self._sts_calls: Counter[str] = Counter()
-        self._sts_faults: list[_Fault] = []
-        self._sts_latency: dict[str | None, float] = {}
+        #: Fault switches of the ``sts`` and ``pod_identity`` endpoints (see :mod:`dev.sandbox.faults`).
+        self.faults = FaultInjector(("sts", "pod_identity"))
         self._pod_identity_calls = 0
-        self._pod_identity_faults: list[list[Any]] = []
         self._pod_identity_token = ""
         self._moto: _SandboxMotoServer | None = None
         self._agent: ThreadingHTTPServer | None = None
@@ -667,6 +706,7 @@ class AwsSandbox:
         if self._stopped:
             return
         self._stopped = True
+        self.faults.close()
         if self._agent is not None:
             self._agent.shutdown()
             self._agent.server_close()
@@ -798,64 +838,40 @@ class AwsSandbox:
         times: int = 2,
         message: str | None = None,
     ) -> None:
-        """The next ``times`` STS requests for ``action`` (None or ``"*"``: any) fail with an AWS error."""
-        with self._lock:
-            self._sts_faults.append(
-                _Fault(
-                    action=None if action in (None, "*") else action,
-                    status=status,
-                    code=code,
-                    message=message or f"Injected fault: {code}",
-                    remaining=times,
-                )
-            )
+        """The next ``times`` STS requests for ``action`` (None or ``"*"``: any) fail with an AWS error
+        (shorthand for ``faults.inject("sts", Fault.error(...), match=action)``)."""
+        self.faults.inject(
+            "sts",
+            Fault.error(status, times=times, code=code, message=message or f"Injected fault: {code}"),
+            match=None if action in (None, "*") else action,
+        )
 
     def clear_faults(self) -> None:
-        with self._lock:
-            self._sts_faults.clear()
-            self._pod_identity_faults.clear()
+        """Disarm every fault of STS and the Pod Identity agent (held requests are released)."""
+        self.faults.clear()
 
     def inject_pod_identity_fault(
         self, status: int = 500, times: int = 1, message: str = "Internal Server Error"
     ) -> None:
-        with self._lock:
-            self._pod_identity_faults.append([status, message, times])
+        self.faults.inject("pod_identity", Fault.error(status, times=times, message=message))
 
     def set_sts_latency(self, seconds: float, action: str | None = None) -> None:
         """Delay every STS request (or those for ``action``) by ``seconds``; 0 to clear."""
-        with self._lock:
-            if seconds > 0:
-                self._sts_latency[action] = seconds
-            else:
-                self._sts_latency.pop(action, None)
+        self.faults.set_latency("sts", seconds, match=action)
 
     def force_credential_ttl(self, seconds: int | None) -> None:
         """AssumeRole*/Pod Identity credentials say they expire ``seconds`` from issue (None: normal)."""
         self._state.credential_ttl = seconds
 
-    def _on_sts_request(self, action: str) -> tuple[int, str, str] | None:
+    def _on_sts_request(self, action: str) -> Fault | None:
         with self._lock:
             self._sts_calls[action] += 1
-            delay = self._sts_latency.get(action, self._sts_latency.get(None, 0.0))
-            fault = None
-            for f in self._sts_faults:
-                if f.remaining > 0 and f.action in (None, action):
-                    f.remaining -= 1
-                    fault = (f.status, f.code, f.message)
-                    break
-            self._sts_faults = [f for f in self._sts_faults if f.remaining > 0]
-        if delay:
-            time.sleep(delay)
-        return fault
+        return self.faults.take("sts", action)
 
-    def _on_pod_identity_request(self) -> tuple[int, str] | None:
+    def _on_pod_identity_request(self) -> Fault | None:
         with self._lock:
             self._pod_identity_calls += 1
-            for f in self._pod_identity_faults:
-                if f[2] > 0:
-                    f[2] -= 1
-                    return int(f[0]), str(f[1])
-        return None
+        return self.faults.take("pod_identity")
 
     def _pod_identity_credentials(self) -> dict[str, str]:
         sc = self.scenario

@@ -51,6 +51,7 @@ from . import _azure_tls
 from ._azure_azurite import ACCOUNT_KEY, ACCOUNT_NAME, AzuriteBlob
 from ._azure_http import LoopbackServer, QuietHandler
 from ._azure_storage import READER, StorageProxyHandler, StorageRbac
+from .faults import Fault, FaultInjector, FaultKind, Reply, answer_fault
 from .oidc import DEFAULT_SUBJECT, OidcIssuer, foreign_issuer_for
 
 log = logging.getLogger(__name__)
@@ -211,14 +212,6 @@ class _Tenant:
     name: str
 
 
-@dataclass
-class _Fault:
-    status: int
-    body: Any
-    headers: dict[str, str]
-    remaining: int
-
-
 _IMDS_FAULT_BODIES: dict[int, dict[str, str]] = {
     404: {"error": "not_found", "error_description": "Injected fault (sandbox): IMDS is updating"},
     410: {"error": "gone", "error_description": "Injected fault (sandbox): IMDS is updating"},
@@ -232,6 +225,46 @@ _SIGNATURE_ONLY = {
     "verify_iss": False,
 }
 _ENTRA_FAULT_ERRORS = {429: "temporarily_unavailable", 503: "temporarily_unavailable"}
+_JSON = "application/json; charset=utf-8"
+_IMDS_TRUNCATED = Reply(200, _JSON, b'{"access_token":"eyJ0eXAiOiJKV1Qi')
+_ENTRA_TRUNCATED = Reply(200, _JSON, b'{"token_type":"Bearer","expires_in":3599,"ext_expires_in":3599,"access_tok')
+
+
+def _json_reply(status: int, payload: Any, headers: tuple[tuple[str, str], ...] = ()) -> Reply:
+    return Reply(status, _JSON, json.dumps(payload, separators=(",", ":")).encode(), headers)
+
+
+def _imds_error(fault: Fault) -> Reply:
+    payload = (
+        fault.body
+        if fault.body is not None
+        else _IMDS_FAULT_BODIES.get(
+            fault.status, {"error": "unknown", "error_description": f"Injected fault (sandbox): HTTP {fault.status}"}
+        )
+    )
+    return _json_reply(fault.status, payload)
+
+
+def _entra_error(fault: Fault, correlation: str | None) -> Reply:
+    payload = (
+        fault.body
+        if fault.body is not None
+        else {
+            "error": _ENTRA_FAULT_ERRORS.get(fault.status, "server_error"),
+            "error_description": f"Injected fault (sandbox): HTTP {fault.status}",
+        }
+    )
+    headers = (("Cache-Control", "no-store, no-cache"), ("Pragma", "no-cache"))
+    return _json_reply(
+        fault.status, payload, (*headers, *((("client-request-id", correlation),) if correlation else ()))
+    )
+
+
+def _record_fault(record: dict[str, Any], fault: Fault | None) -> None:
+    if fault is not None and fault.kind is not FaultKind.SLOW:
+        record["fault"] = fault.kind.value
+        if fault.kind in (FaultKind.ERROR, FaultKind.THROTTLE, FaultKind.MALFORMED):
+            record["status"] = fault.status
 
 
 # --- servers ----------------------------------------------------------------------------------------------
@@ -250,11 +283,8 @@ class _ImdsHandler(QuietHandler):
         params = {k: v[0] for k, v in parse_qs(parts.query, keep_blank_values=True).items()}
         record: dict[str, Any] = {"method": "GET", "path": parts.path, "params": params}
         fault = sb._begin("imds", record)
-        if not sb._hold_imds():
-            self.close_connection = True  # released by stop(): drop the connection unanswered
-            return
-        if fault is not None:
-            self._finish(record, fault.status, fault.body, fault.headers)
+        if answer_fault(self, sb.faults, fault, error=_imds_error, malformed=_IMDS_TRUNCATED):
+            _record_fault(record, fault)
             return
         status, payload = sb._imds_token(parts.path, params, self.headers.get("Metadata"))
         self._finish(record, status, payload)
@@ -294,11 +324,13 @@ class _EntraHandler(QuietHandler):
         }
         fault = sb._begin("entra", record)
         correlation = self.headers.get("client-request-id") or self.headers.get("x-ms-client-request-id")
-        if fault is not None:
-            status, payload, headers = fault.status, fault.body, fault.headers
-        else:
-            status, payload = sb._entra_token(path, form, self.headers.get("Content-Type", ""), correlation)
-            headers = {}
+        if answer_fault(
+            self, sb.faults, fault, error=lambda f: _entra_error(f, correlation), malformed=_ENTRA_TRUNCATED
+        ):
+            _record_fault(record, fault)
+            return
+        status, payload = sb._entra_token(path, form, self.headers.get("Content-Type", ""), correlation)
+        headers: dict[str, str] = {}
         record["status"] = status
         if isinstance(payload, dict) and payload.get("error_codes"):
             record["error"] = f"AADSTS{payload['error_codes'][0]}"
@@ -342,10 +374,9 @@ class AzureSandbox:
         self._token_kid = secrets.token_urlsafe(20)
         self._lock = threading.Lock()
         self._log: list[dict[str, Any]] = []
-        self._faults: dict[str, list[_Fault]] = {"imds": [], "entra": []}
+        #: Fault switches of ``imds`` and ``entra`` (see :mod:`dev.sandbox.faults`).
+        self.faults = FaultInjector(("imds", "entra"))
         self._token_ttl: int | None = None
-        self._imds_hold: float | None = None
-        self._imds_release = threading.Event()
         self._stopped = False
         self._imds: LoopbackServer | None = None
         self._entra: LoopbackServer | None = None
@@ -478,7 +509,7 @@ class AzureSandbox:
         if self._stopped:
             return
         self._stopped = True
-        self._imds_release.set()
+        self.faults.close()
         for server in (self._proxy, self._entra, self._imds):
             if server is not None:
                 with contextlib.suppress(Exception):
@@ -651,76 +682,43 @@ class AzureSandbox:
 
     def inject_imds_fault(self, status: int = 500, times: int = 1, body: Any = None) -> None:
         """The next ``times`` IMDS requests answer ``status`` (e.g. 500, 429, 410, 404) with a JSON error."""
-        payload = (
-            body
-            if body is not None
-            else _IMDS_FAULT_BODIES.get(
-                status, {"error": "unknown", "error_description": f"Injected fault (sandbox): HTTP {status}"}
-            )
-        )
-        with self._lock:
-            self._faults["imds"].append(_Fault(status, payload, {}, times))
+        self.faults.inject("imds", Fault.error(status, times=times, body=body))
 
     def inject_entra_fault(
         self, status: int = 500, times: int = 1, body: Any = None, retry_after: int | float | None = None
     ) -> None:
         """The next ``times`` token requests to Entra answer ``status`` (e.g. 429 with ``retry_after``, 500)."""
-        payload = (
-            body
-            if body is not None
-            else {
-                "error": _ENTRA_FAULT_ERRORS.get(status, "server_error"),
-                "error_description": f"Injected fault (sandbox): HTTP {status}",
-            }
-        )
-        headers = {"Retry-After": str(retry_after)} if retry_after is not None else {}
-        with self._lock:
-            self._faults["entra"].append(_Fault(status, payload, headers, times))
+        self.faults.inject("entra", Fault.error(status, times=times, body=body, retry_after=retry_after))
 
     def hang_imds(self, seconds: float | None = math.inf) -> None:
         """IMDS accepts connections and reads requests but answers only after ``seconds`` (``math.inf``:
-        until ``hang_imds(None)`` or :meth:`stop`); ``None`` ends the hang and releases held requests."""
-        with self._lock:
-            if seconds is None:
-                self._imds_hold = None
-                self._imds_release.set()
-            else:
-                self._imds_hold = float(seconds)
-                self._imds_release.clear()
+        until ``hang_imds(None)``, :meth:`stop` or ``faults.HANG_LIMIT``); ``None`` ends the hang and
+        releases held requests (they are answered)."""
+        if seconds is None:
+            self.faults.clear("imds", kinds=(FaultKind.HANG, FaultKind.SLOW))
+        elif math.isinf(seconds):
+            self.faults.inject("imds", Fault.hang(times=None))
+        else:
+            self.faults.inject("imds", Fault.slow(float(seconds), times=None))
 
     def clear_faults(self) -> None:
-        with self._lock:
-            for faults in self._faults.values():
-                faults.clear()
-        self.hang_imds(None)
+        """Disarm every fault of IMDS and Entra (held requests are released and answered)."""
+        self.faults.clear()
 
     def force_token_ttl(self, seconds: int | None) -> None:
         """Access tokens from IMDS and Entra say they expire ``seconds`` after issue (None: 86399 / 3599)."""
         with self._lock:
             self._token_ttl = None if seconds is None else int(seconds)
 
-    def _begin(self, kind: str, record: dict[str, Any]) -> _Fault | None:
+    def _begin(self, kind: str, record: dict[str, Any]) -> Fault | None:
         record.update(kind=kind, time=time.time())
         with self._lock:
             self._log.append(record)
-            for fault in self._faults[kind]:
-                if fault.remaining > 0:
-                    fault.remaining -= 1
-                    self._faults[kind] = [f for f in self._faults[kind] if f.remaining > 0]
-                    return fault
-        return None
+        return self.faults.take(kind)
 
     def _on_storage_request(self, record: dict[str, Any]) -> None:
         with self._lock:
             self._log.append(record | {"kind": "storage", "time": time.time()})
-
-    def _hold_imds(self) -> bool:
-        """Wait while IMDS is hung; False if released by stop() (then the request goes unanswered)."""
-        with self._lock:
-            hold = self._imds_hold
-        if hold is not None and hold > 0:
-            self._imds_release.wait(None if math.isinf(hold) else hold)
-        return not self._stopped
 
     # --- access tokens
 

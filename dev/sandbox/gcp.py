@@ -65,6 +65,7 @@ from ._gcp_wire import (
     IAM_SCOPE,
     USERINFO_EMAIL_SCOPE,
 )
+from .faults import Fault, FaultInjector, FaultKind, Reply, answer_fault
 
 log = logging.getLogger(__name__)
 
@@ -259,15 +260,6 @@ class _ServiceAccount:
 
 
 @dataclass
-class _Fault:
-    kind: str | None  # a call kind, a group ("metadata", "iam") or None (any)
-    status: int
-    html: bool
-    message: str | None
-    remaining: int
-
-
-@dataclass
 class _State:
     """Mutable sandbox state (guarded by ``GcpSandbox._lock``)."""
 
@@ -278,8 +270,6 @@ class _State:
     lifetime_allowlist: set[str] = field(default_factory=set)
     bucket_acl: dict[str, dict[str, set[str]]] = field(default_factory=dict)
     calls: Counter[str] = field(default_factory=Counter)
-    faults: list[_Fault] = field(default_factory=list)
-    latency: dict[str | None, float] = field(default_factory=dict)
     token_ttl: int | None = None
     metadata_scopes: tuple[str, ...] | None = None
 
@@ -352,13 +342,7 @@ class _MetadataHandler(_JsonHandler):
             kind = "metadata_identity"
         else:
             kind = "metadata_other"
-        fault = sb._on_request(kind)
-        if fault is not None:
-            status, html, message = fault
-            if html:
-                self._send(status, wire.google_html_error(status), "text/html; charset=UTF-8")
-            else:
-                self._reply(status, (message or "Internal Server Error") + "\n")
+        if answer_fault(self, sb.faults, sb._take(kind), error=_metadata_error, malformed=_METADATA_TRUNCATED):
             return
         if self.headers.get("Metadata-Flavor") != "Google" or self.headers.get("X-Forwarded-For"):
             self._reply(403, 'Missing required header "Metadata-Flavor": "Google"\n')
@@ -395,19 +379,37 @@ class _IamHandler(_JsonHandler):
         match = _IAM_PATH.match(urlsplit(self.path).path)
         method = match["method"] if match else ""
         kind = method if method in IAM_METHODS else "iam_other"
-        fault = sb._on_request(kind)
-        if fault is not None:
-            status, html, message = fault
-            if html:
-                self._send(status, wire.google_html_error(status), "text/html; charset=UTF-8")
-            else:
-                self._json(status, wire.esf_fault(status, message))
+        if answer_fault(self, sb.faults, sb._take(kind), error=_iam_error, malformed=_IAM_TRUNCATED):
             return
         if match is None or method not in IAM_METHODS:
             self._json(404, wire.esf_error(404, "Method not found."))
             return
         status, body, headers = sb._iam(match["project"], unquote(match["account"]), method, raw, self.headers)
         self._json(status, body, headers)
+
+
+# --- injected faults (dev/sandbox/faults.py) -------------------------------------------------------------
+
+_METADATA_TRUNCATED = Reply(200, "application/json", b'{"access_token":"ya29.', (("Metadata-Flavor", "Google"),))
+_IAM_TRUNCATED = Reply(200, wire.JSON_UTF8, b'{"accessToken":"ya29.')
+
+
+def _html(fault: Fault) -> bool:
+    """Google's front end answers 502s with an HTML page; other statuses come from the service itself."""
+    return fault.html if fault.html is not None else fault.status == 502
+
+
+def _metadata_error(fault: Fault) -> Reply:
+    if _html(fault):
+        return Reply(fault.status, "text/html; charset=UTF-8", wire.google_html_error(fault.status))
+    text = (fault.message or ("Too many requests" if fault.status == 429 else "Internal Server Error")) + "\n"
+    return Reply(fault.status, "application/text", text.encode(), (("Metadata-Flavor", "Google"),))
+
+
+def _iam_error(fault: Fault) -> Reply:
+    if _html(fault):
+        return Reply(fault.status, "text/html; charset=UTF-8", wire.google_html_error(fault.status))
+    return Reply(fault.status, wire.JSON_UTF8, wire.dumps(wire.esf_fault(fault.status, fault.message)))
 
 
 # --- the sandbox ---------------------------------------------------------------------------------------
@@ -428,6 +430,8 @@ class GcpSandbox:
         self._google_key: rsa.RSAPrivateKey | None = None
         self._google_kid = secrets.token_hex(20)
         self._servers: list[tuple[ThreadingHTTPServer, threading.Thread]] = []
+        #: Fault switches of ``metadata``, ``iam`` (and the ``storage`` front); see :mod:`dev.sandbox.faults`.
+        self.faults = FaultInjector(("metadata", "iam", "storage"))
         self.metadata_host = ""
         self.iam_endpoint = ""
         self.storage_host = ""
@@ -492,6 +496,7 @@ class GcpSandbox:
         if self._stopped:
             return
         self._stopped = True
+        self.faults.close()
         for server, thread in self._servers:
             server.shutdown()
             server.server_close()
@@ -614,29 +619,29 @@ class GcpSandbox:
     ) -> None:
         """The next ``times`` requests of ``kind`` (or group, None: any) fail with ``status``: Google's HTML
         error page (``html``) or the service's JSON error (ESF for IAM, GCS JSON for storage, text for metadata)."""
+        endpoint, match = self._fault_target(kind)
+        self.faults.inject(endpoint, Fault.error(status, times=times, html=html, message=message), match=match)
+
+    def _fault_target(self, kind: str | None) -> tuple[str | None, str | None]:
+        """(endpoint, sub-kind) of the fault switches for a call kind, a group or None/``"*"`` (any)."""
         self._kinds(kind)
-        with self._lock:
-            self._state.faults.append(
-                _Fault(None if kind == "*" else kind, status=status, html=html, message=message, remaining=times)
-            )
+        if kind in (None, "*"):
+            return None, None
+        if kind in _GROUPS or kind == "storage":
+            return kind, None
+        return next(g for g, members in _GROUPS.items() if kind in members), kind
 
     def clear_faults(self) -> None:
-        with self._lock:
-            self._state.faults.clear()
+        """Disarm every fault (held requests are released)."""
+        self.faults.clear()
 
     def set_latency(self, kind: str | None, seconds: float) -> None:
         """Delay every request of ``kind`` (a kind, a group or None: all) by ``seconds``; 0 clears."""
-        self._kinds(kind)
-        key = None if kind == "*" else kind
-        with self._lock:
-            if seconds > 0:
-                self._state.latency[key] = seconds
-            else:
-                self._state.latency.pop(key, None)
+        endpoint, match = self._fault_target(kind)
+        self.faults.set_latency(endpoint, seconds, match=match)
 
     def clear_latency(self) -> None:
-        with self._lock:
-            self._state.latency.clear()
+        self.faults.clear_latency()
 
     def reset(self) -> None:
         """Back to the scenario: no faults, latency, forced TTL or fixed metadata scopes; grants, allowlist,
@@ -665,26 +670,24 @@ class GcpSandbox:
             self._state.metadata_scopes = tuple(scopes) if scopes is not None else None
             self._state.metadata_cache.clear()
 
-    def _on_request(self, kind: str) -> tuple[int, bool, str | None] | None:
-        group = next((g for g, members in _GROUPS.items() if kind in members), None)
+    def _take(self, kind: str) -> Fault | None:
+        """Count a request of ``kind`` and return the fault armed for it, if any (after any added latency)."""
         with self._lock:
-            st = self._state
-            st.calls[kind] += 1
-            delay = st.latency.get(kind)
-            if delay is None and group is not None:
-                delay = st.latency.get(group)
-            if delay is None:
-                delay = st.latency.get(None, 0.0)
-            fault = None
-            for f in st.faults:
-                if f.remaining > 0 and f.kind in (None, kind, group):
-                    f.remaining -= 1
-                    fault = (f.status, f.html, f.message)
-                    break
-            st.faults = [f for f in st.faults if f.remaining > 0]
-        if delay:
-            time.sleep(delay)
-        return fault
+            self._state.calls[kind] += 1
+        endpoint = next((g for g, members in _GROUPS.items() if kind in members), "storage")
+        return self.faults.take(endpoint, kind)
+
+    def _on_request(self, kind: str) -> tuple[int, bool, str | None] | None:
+        """The storage front's view: ``(status, html, message)`` of an error fault (slow ones just wait)."""
+        fault = self._take(kind)
+        if fault is None:
+            return None
+        if fault.kind is FaultKind.SLOW:
+            time.sleep(fault.seconds)
+            return None
+        if fault.kind in (FaultKind.ERROR, FaultKind.THROTTLE):
+            return fault.status, _html(fault), fault.message
+        return None
 
     # --- identities and IAM policy
 
