@@ -3,10 +3,10 @@
 Built on azure-identity: ``WorkloadIdentityCredential`` (the pod's projected token as client assertion)
 or ``ManagedIdentityCredential`` (IMDS) directly, as the mode says, never the slow
 ``DefaultAzureCredential`` chain. Every identity HTTP call has bounded connect/read timeouts and
-bounded retries. What azure-identity lacks is added once, here, in :class:`SharedTokenCredential`:
-one token per key (identity, tenant, authority, scopes) per lifetime shared across hooks, threads and
-triggers; refresh ahead of expiry with one refresh in flight; the old token kept while a refresh is
-retried; the federated token file re-read whenever it changes; errors that say what to fix.
+bounded retries. What azure-identity lacks comes from the package's credential core (``core.py``): one token per key
+(identity, tenant, authority, scopes) per lifetime shared across hooks, threads and triggers; refresh
+ahead of expiry with one refresh in flight; the old token kept while a refresh fails. Here: the mint
+(azure-identity), the federated token file re-read whenever it changes, errors that say what to fix.
 
 No Airflow imports.
 """
@@ -17,7 +17,6 @@ import asyncio
 import logging
 import os
 import threading
-import time
 from collections.abc import Callable, Hashable, Mapping
 from typing import Any
 
@@ -27,13 +26,13 @@ from azure.identity import CredentialUnavailableError, ManagedIdentityCredential
 
 from airflow_workload_identity.azure.policy import explain_identity_error, token_file_claims
 from airflow_workload_identity.azure.spec import AzureIdentitySpec
+from airflow_workload_identity.core import Minted, RefreshingToken, TokenState, TokenStore
 from airflow_workload_identity.errors import (
     IdentityMismatch,
     IdentityUnavailable,
     TransientError,
-    WorkloadIdentityError,
 )
-from airflow_workload_identity.registry import REGISTRY, Registry, refresh_windows
+from airflow_workload_identity.registry import REGISTRY, Registry
 from airflow_workload_identity.report import Hop, IdentityReport
 from airflow_workload_identity.tokens import unverified_claims
 
@@ -41,8 +40,11 @@ __all__ = ["AsyncSharedTokenCredential", "AzureIdentity", "SharedTokenCredential
 
 logger = logging.getLogger(__name__)
 
-#: Bounded identity HTTP calls: a hanging IMDS or Entra fails in seconds, not minutes.
-TRANSPORT = {"connection_timeout": 3, "read_timeout": 10}
+#: Bounded identity HTTP calls: a hanging IMDS or Entra fails in seconds, not minutes. Entra: three
+#: attempts of at most 8 s (azure-core's retry policy, jittered backoff) fit the 30 s token request budget.
+TRANSPORT = {"connection_timeout": 3, "read_timeout": 8, "retry_total": 2}
+#: The longest one token request can take, SDK retries included (the core starts no retry past the budget).
+ATTEMPT_SECONDS = 28.0
 #: IMDS answers in milliseconds when healthy: 5 s per attempt, one retry (azure-identity's default is five
 #: retries over more than a minute, and no read timeout at all in DefaultAzureCredential's probe).
 IMDS_TRANSPORT = {
@@ -154,6 +156,12 @@ class AzureIdentity:
             kwargs["identity_config"] = {"msi_res_id": value}
         return ManagedIdentityCredential(**kwargs)
 
+    def endpoint(self) -> str:
+        """Where token requests go (for errors)."""
+        if self.mode == "workload_identity":
+            return f"{self.authority}/{self.tenant_id}/oauth2/v2.0/token"
+        return "IMDS (/metadata/identity/oauth2/token)"
+
     def describe(self) -> str:
         if self.mode == "workload_identity":
             return f"AKS workload identity (client {self.client_id}, tenant {self.tenant_id}, token {self.token_file})"
@@ -161,68 +169,101 @@ class AzureIdentity:
         return f"managed identity via IMDS ({kind} {value})".rstrip()
 
 
+class _InfoCodec:
+    """An ``AccessTokenInfo`` as a host-cache payload (token and expiry only)."""
+
+    def to_payload(self, value: AccessTokenInfo) -> dict[str, Any]:
+        return {"token": value.token, "expires_on": value.expires_on, "refresh_on": value.refresh_on}
+
+    def from_payload(self, payload: dict[str, Any]) -> AccessTokenInfo:
+        refresh_on = payload.get("refresh_on")
+        return AccessTokenInfo(
+            str(payload["token"]), int(payload["expires_on"]), refresh_on=int(refresh_on) if refresh_on else None
+        )
+
+
+CODEC = _InfoCodec()
+
+
+def _on_token(listener: Callable[[str], None]) -> Callable[[AccessTokenInfo], None]:
+    def call(info: AccessTokenInfo) -> None:
+        listener(info.token)
+
+    return call
+
+
 class SharedTokenCredential:
     """An azure-core ``TokenCredential`` shared per identity: one token per scope set per lifetime.
 
-    Refresh windows follow the lifetime (registry.refresh_windows); one refresh in flight per scope set;
-    a failed refresh inside the advisory window keeps serving the current token and logs one line.
+    Each scope set (and tenant) is one :class:`~airflow_workload_identity.core.RefreshingToken`: windows
+    proportional to the lifetime, one request in flight, the current token served while a refresh
+    fails. This class only mints (azure-identity) and describes.
     """
 
-    def __init__(self, identity: AzureIdentity) -> None:
+    def __init__(self, identity: AzureIdentity, *, store: TokenStore | None = None) -> None:
         self.identity = identity
-        self._tokens: dict[tuple[Any, ...], tuple[AccessTokenInfo, float, float]] = {}
-        self._locks: dict[tuple[Any, ...], threading.Lock] = {}
+        self._store = store
+        self._tokens: dict[tuple[Any, ...], RefreshingToken[AccessTokenInfo]] = {}
+        self._claims: dict[tuple[Any, ...], str] = {}
+        self._claims_lock = threading.Lock()
         self._guard = threading.Lock()
         self.requests = 0
         self._listeners: list[Callable[[str], None]] = []
 
     def add_listener(self, listener: Callable[[str], None]) -> None:
-        if listener not in self._listeners:
-            self._listeners.append(listener)
-
-    def _lock_for(self, key: tuple[Any, ...]) -> threading.Lock:
+        """Call ``listener`` with every new token (and now with the current ones)."""
         with self._guard:
-            return self._locks.setdefault(key, threading.Lock())
+            if listener in self._listeners:
+                return
+            self._listeners.append(listener)
+            tokens = list(self._tokens.values())
+        for token in tokens:
+            token.add_listener(_on_token(listener))
 
-    def _state(self, key: tuple[Any, ...]) -> str:
-        entry = self._tokens.get(key)
-        if entry is None:
-            return "invalid"
-        info, advisory, mandatory = entry
-        remaining = info.expires_on - time.time()
-        if remaining <= mandatory:
-            return "invalid"
-        return "stale" if remaining <= advisory else "fresh"
+    def _token_for(self, key: tuple[Any, ...]) -> RefreshingToken[AccessTokenInfo]:
+        with self._guard:
+            token = self._tokens.get(key)
+            if token is None:
+                scopes, tenant_id = key
+                token = RefreshingToken(
+                    lambda: self._request(key, scopes, tenant_id),
+                    describe=f"the {self.identity.mode} token for {' '.join(scopes) or 'the default scopes'}",
+                    codec=CODEC,
+                    store=self._store,
+                    store_key=f"azure:{self.identity.key!r}:{key!r}" if self._store is not None else None,
+                    attempt_timeout=ATTEMPT_SECONDS,
+                )
+                for listener in self._listeners:
+                    token.add_listener(_on_token(listener))
+                self._tokens[key] = token
+            return token
 
     def fresh(self, *scopes: str, tenant_id: str | None = None) -> AccessTokenInfo | None:
         """The cached token if it is fresh (no lock, no I/O)."""
-        key = (scopes, tenant_id)
-        return self._tokens[key][0] if self._state(key) == "fresh" else None
+        token = self._tokens.get((scopes, tenant_id))
+        if token is None or token.state() is not TokenState.FRESH:
+            return None
+        return token.value
 
     def get_token_info(self, *scopes: str, options: Mapping[str, Any] | None = None) -> AccessTokenInfo:
         tenant_id = (options or {}).get("tenant_id")
         claims = (options or {}).get("claims")
         key = (scopes, tenant_id)
-        state = "invalid" if claims else self._state(key)
-        lock = self._lock_for(key)
-        if state == "stale" and lock.acquire(blocking=False):
-            try:
-                if self._state(key) == "stale":
-                    try:
-                        self._request(key, scopes, options)
-                    except WorkloadIdentityError as exc:
-                        logger.warning(
-                            "Advisory refresh of the %s token failed; keeping the current one: %s",
-                            self.identity.mode,
-                            str(exc).splitlines()[0],
-                        )
-            finally:
-                lock.release()
-        elif state == "invalid":
-            with lock:
-                if claims or self._state(key) == "invalid":
-                    self._request(key, scopes, options)
-        return self._tokens[key][0]
+        token = self._token_for(key)
+        if claims:  # a claims challenge (CAE): a new token carrying the claims, one at a time
+            with self._claims_lock:
+                self._claims[key] = str(claims)
+                try:
+                    return token.get(force=True)
+                finally:
+                    self._claims.pop(key, None)
+        return token.get()
+
+    async def aget_token_info(self, *scopes: str, options: Mapping[str, Any] | None = None) -> AccessTokenInfo:
+        """For the event loop: no thread while the token is usable; a refresh runs off the loop."""
+        if options and options.get("claims"):
+            return await asyncio.to_thread(self.get_token_info, *scopes, options=options)
+        return await self._token_for((scopes, (options or {}).get("tenant_id"))).aget()
 
     def get_token(
         self,
@@ -240,22 +281,30 @@ class SharedTokenCredential:
         info = self.get_token_info(*scopes, options=options or None)
         return AccessToken(info.token, info.expires_on)
 
-    def _request(self, key: tuple[Any, ...], scopes: tuple[str, ...], options: Mapping[str, Any] | None) -> None:
+    def _request(self, key: tuple[Any, ...], scopes: tuple[str, ...], tenant_id: str | None) -> Minted[AccessTokenInfo]:
         if not scopes:
             scopes = self.identity.spec.default_scopes()
+        options: dict[str, Any] = {}
+        if tenant_id:
+            options["tenant_id"] = tenant_id
+        claims = self._claims.get(key)
+        if claims:
+            options["claims"] = claims
         credential = self.identity.credential()
         self.requests += 1
         try:
-            info = credential.get_token_info(*scopes, options=dict(options) if options else None)
+            info = credential.get_token_info(*scopes, options=options or None)
         except (ClientAuthenticationError, CredentialUnavailableError, ValueError, OSError) as exc:
             raise explain_identity_error(exc, self.identity) from exc
         except (ServiceRequestError, ServiceResponseError) as exc:
-            raise TransientError(f"token request ({self.identity.describe()})", 1, str(exc)[:300]) from exc
+            raise TransientError(
+                f"token request ({self.identity.describe()})",
+                1,
+                f"{type(exc).__name__}: {str(exc).splitlines()[0][:300] if str(exc) else ''}",
+                endpoint=self.identity.endpoint(),
+            ) from exc
         self._check_expected(info.token)
-        advisory, mandatory = refresh_windows(info.expires_on - time.time())
-        self._tokens[key] = (info, advisory, mandatory)
-        for listener in self._listeners:
-            listener(info.token)
+        return Minted(info, float(info.expires_on))
 
     def _check_expected(self, token: str) -> None:
         spec, claims = self.identity.spec, unverified_claims(token)
@@ -286,11 +335,7 @@ class AsyncSharedTokenCredential:
         self._shared = shared
 
     async def get_token_info(self, *scopes: str, options: Mapping[str, Any] | None = None) -> AccessTokenInfo:
-        if not options:
-            cached = self._shared.fresh(*scopes)
-            if cached is not None:
-                return cached
-        return await asyncio.to_thread(self._shared.get_token_info, *scopes, options=options)
+        return await self._shared.aget_token_info(*scopes, options=options)
 
     async def get_token(
         self,
@@ -350,8 +395,12 @@ def report(shared: SharedTokenCredential, conn_id: str | None, scopes: tuple[str
 
 
 def resolve(
-    spec: AzureIdentitySpec, *, env: Mapping[str, str] | None = None, registry: Registry = REGISTRY
+    spec: AzureIdentitySpec,
+    *,
+    env: Mapping[str, str] | None = None,
+    registry: Registry = REGISTRY,
+    store: TokenStore | None = None,
 ) -> SharedTokenCredential:
     """The shared credential for ``spec``; bad combinations are refused here, before any network call."""
     identity = AzureIdentity(spec, os.environ if env is None else env)
-    return registry.get_or_create(identity.key, lambda: SharedTokenCredential(identity))
+    return registry.get_or_create(identity.key, lambda: SharedTokenCredential(identity, store=store))
