@@ -2,22 +2,21 @@
 
 Built on google-auth: ``compute_engine.Credentials`` (GKE metadata server) or ``google.auth.default``
 (Application Default Credentials) as the source, ``impersonated_credentials.Credentials`` for the chain
-(one generateAccessToken call with delegates). What google-auth lacks is added once, here, in
-:class:`SharedToken`: one token per key per lifetime shared by every hook, thread, background thread
-and trigger; refresh ahead of expiry with one refresh in flight; retries with jittered backoff on
-429/5xx/HTML 502; the old token kept while a refresh is retried; errors that name the hop and the fix.
+(one generateAccessToken call with delegates). What google-auth lacks comes from the package's
+credential core (``core.py``) through :class:`SharedToken`: one token per key per lifetime shared by
+every hook, thread, background thread and trigger; refresh ahead of expiry with one refresh in flight;
+retries with jittered backoff on 429/5xx/HTML 502 within the budget; the old token kept while a
+refresh fails. Here: the mint (google-auth), its error classification, errors that name the hop and the fix.
 
 No Airflow imports: the spec and the environment are passed in.
 """
 
 from __future__ import annotations
 
-import asyncio
 import datetime as dt
 import json
 import logging
 import os
-import random
 import threading
 import time
 from collections.abc import Callable, Hashable, Mapping
@@ -31,6 +30,7 @@ import google.auth.transport.requests
 import requests
 from google.auth import compute_engine, impersonated_credentials
 
+from airflow_workload_identity.core import Minted, RefreshingToken, TokenState, TokenStore
 from airflow_workload_identity.errors import (
     AccessDenied,
     ConfigError,
@@ -40,7 +40,7 @@ from airflow_workload_identity.errors import (
 )
 from airflow_workload_identity.gcp.policy import explain_iam_error, parse_error_body
 from airflow_workload_identity.gcp.spec import CLOUD_PLATFORM, CONN_TYPE, GcpIdentitySpec
-from airflow_workload_identity.registry import REGISTRY, Registry, refresh_windows
+from airflow_workload_identity.registry import REGISTRY, Registry
 from airflow_workload_identity.report import Hop, IdentityReport
 from airflow_workload_identity.tokens import unverified_claims
 
@@ -50,8 +50,11 @@ logger = logging.getLogger(__name__)
 
 IAM_ENDPOINT = "https://iamcredentials.googleapis.com"
 #: (connect, read) seconds for every IAM Credentials call; the metadata server has google-auth's own 3 s.
-HTTP_TIMEOUT = (5.0, 30.0)
+#: Three attempts of at most 8 s with backoff fit the 30 s token request budget.
+HTTP_TIMEOUT = (5.0, 8.0)
 MAX_ATTEMPTS = 3
+#: The longest one mint can take (the core starts no retry that could not finish within the budget).
+ATTEMPT_SECONDS = 13.0
 METADATA_ENV = ("GCE_METADATA_HOST", "GCE_METADATA_IP")
 ADC_ENV = ("GOOGLE_APPLICATION_CREDENTIALS", "CLOUDSDK_CONFIG (gcloud application-default credentials)")
 
@@ -88,26 +91,61 @@ def _utcnow() -> dt.datetime:
     return dt.datetime.now(dt.UTC).replace(tzinfo=None)  # google-auth's expiries are naive UTC
 
 
+def _status(error: Exception) -> int | None:
+    """The HTTP status an IAM Credentials error carries in its JSON body, if any."""
+    if isinstance(error, google.auth.exceptions.RefreshError) and len(error.args) > 1:
+        parsed = parse_error_body(error.args[1])
+        code = parsed.get("code") if parsed else None
+        return code if isinstance(code, int) else None
+    return None
+
+
 def _is_transient(error: Exception) -> bool:
+    """Classified from structured data: the exception type, google-auth's ``retryable`` flag, the API
+    error's ``code``; a body that is not an API error at all (an HTML 502 page) is the front end."""
     if isinstance(error, google.auth.exceptions.TransportError):
         return True
     if isinstance(error, google.auth.exceptions.RefreshError):
-        body = error.args[1] if len(error.args) > 1 else (error.args[0] if error.args else "")
-        parsed = parse_error_body(body)
-        if parsed is None:  # HTML 502 pages, truncated bodies: the front end, not a verdict
+        if error.retryable:
             return True
-        code = parsed.get("code")
-        return isinstance(code, int) and (code == 429 or code >= 500)
+        body = error.args[1] if len(error.args) > 1 else (error.args[0] if error.args else "")
+        if parse_error_body(body) is None:  # HTML 502 pages, truncated bodies: the front end, not a verdict
+            return True
+        code = _status(error)
+        return code is not None and (code == 429 or code >= 500)
     return False
 
 
-class SharedToken(google.auth.credentials.Credentials):
-    """A google-auth credential shared per key: refresh ahead, single flight, retries, old token kept.
+def _utc_epoch(expiry: dt.datetime | None, fallback: float) -> float:
+    if expiry is None:
+        return fallback
+    return expiry.replace(tzinfo=dt.UTC).timestamp()
 
-    Wraps an inner google-auth credential (the one that knows how to mint). Token state follows the
-    registry's windows (proportional to the lifetime) rather than google-auth's fixed 3m45s threshold:
-    ``FRESH`` outside the advisory window, ``STALE`` inside it (one caller refreshes, others keep using
-    the token), ``INVALID`` inside the mandatory window (callers wait for the one refresh).
+
+class _TokenCodec:
+    """A google-auth ``(token, naive UTC expiry)`` pair as a host-cache payload."""
+
+    def to_payload(self, value: tuple[str, dt.datetime | None]) -> dict[str, Any]:
+        token, expiry = value
+        return {"token": token, "expiry": expiry.isoformat() if expiry else None}
+
+    def from_payload(self, payload: dict[str, Any]) -> tuple[str, dt.datetime | None]:
+        expiry = payload.get("expiry")
+        return str(payload["token"]), dt.datetime.fromisoformat(expiry) if expiry else None
+
+
+CODEC = _TokenCodec()
+_STATES = {TokenState.FRESH: _FRESH, TokenState.STALE: _STALE, TokenState.INVALID: _INVALID}
+
+
+class SharedToken(google.auth.credentials.Credentials):
+    """A google-auth credential shared per key, refreshed by the package's credential core.
+
+    Wraps an inner google-auth credential (the one that knows how to mint); the core
+    (:class:`~airflow_workload_identity.core.RefreshingToken`) decides when: ``FRESH`` outside the
+    advisory window, ``STALE`` inside it (one caller refreshes, others keep using the token),
+    ``INVALID`` inside the mandatory window (callers wait for the one refresh), the current token
+    served while a refresh fails, retries with jittered backoff on 429/5xx/HTML 502 within the budget.
     """
 
     def __init__(
@@ -120,37 +158,40 @@ class SharedToken(google.auth.credentials.Credentials):
         attempts: int = MAX_ATTEMPTS,
         precheck: Callable[[Any], None] | None = None,
         sleep: Callable[[float], None] = time.sleep,
+        endpoint: str | None = None,
+        store: TokenStore | None = None,
+        store_key: str | None = None,
     ) -> None:
         super().__init__()
         self.inner = inner
         self.describe = describe
         self._explain = explain
         self._quota_project_id = quota_project_id
-        self._sleep = sleep
-        self._attempts = attempts
         self._precheck = precheck
-        self._lock = threading.Lock()
-        self._advisory = 0.0
-        self._mandatory = 0.0
-        self._failure: tuple[WorkloadIdentityError, float] | None = None
-        self.mints = 0
+        self._endpoint = endpoint
         self._listeners: list[Callable[[str], None]] = []
+        self.core: RefreshingToken[tuple[str, dt.datetime | None]] = RefreshingToken(
+            self._mint,
+            describe=describe,
+            codec=CODEC,
+            store=store,
+            store_key=store_key,
+            max_attempts=attempts,
+            attempt_timeout=ATTEMPT_SECONDS,
+            sleep=sleep,
+        )
+        self.core.add_listener(self._adopt)
 
     # -- state ----------------------------------------------------------------------------------------------
 
-    def _remaining(self) -> float:
-        return (self.expiry - _utcnow()).total_seconds() if self.expiry else float("inf")
+    def _adopt(self, value: tuple[str, dt.datetime | None]) -> None:
+        self.token, self.expiry = value
+        for listener in self._listeners:
+            listener(value[0])
 
     @property
     def token_state(self) -> Any:
-        if self.token is None:
-            return _INVALID
-        remaining = self._remaining()
-        if remaining <= self._mandatory:
-            return _INVALID
-        if remaining <= self._advisory:
-            return _STALE
-        return _FRESH
+        return _STATES[self.core.state()]
 
     @property
     def expired(self) -> bool:
@@ -162,14 +203,18 @@ class SharedToken(google.auth.credentials.Credentials):
 
     @property
     def windows(self) -> tuple[float, float]:
-        return self._advisory, self._mandatory
+        return self.core.windows
+
+    @property
+    def mints(self) -> int:
+        return self.core.mints
 
     def add_listener(self, listener: Callable[[str], None]) -> None:
         """Call ``listener`` with every new token (e.g. Airflow's masker); now too, if there is one."""
         if listener not in self._listeners:
             self._listeners.append(listener)
             if self.token:
-                listener(self.token)
+                listener(str(self.token))
 
     # -- refresh --------------------------------------------------------------------------------------------
 
@@ -178,88 +223,47 @@ class SharedToken(google.auth.credentials.Credentials):
 
         Mints always use this package's transport (bounded timeouts), not the caller's ``request``:
         client libraries pass transports whose default timeout is 120 s."""
-        state = self.token_state
-        if state == _STALE and self._lock.acquire(blocking=False):
-            try:
-                if self.token_state == _STALE:
-                    try:
-                        self._mint(http_request())
-                    except WorkloadIdentityError as exc:
-                        logger.warning(
-                            "Advisory refresh of %s failed; keeping the current token (valid until %sZ): %s",
-                            self.describe,
-                            self.expiry.isoformat(timespec="seconds") if self.expiry else "?",
-                            str(exc).splitlines()[0],
-                        )
-            finally:
-                self._lock.release()
-        elif state == _INVALID:
-            waited_from = time.monotonic()
-            with self._lock:
-                self._raise_if_failed_since(waited_from)
-                if self.token_state == _INVALID:
-                    self._mint(http_request())
-        assert self.token is not None
-        return str(self.token)
+        token, expiry = self.core.get()
+        self.token, self.expiry = token, expiry
+        return token
+
+    async def aensure(self) -> str:
+        """:meth:`ensure` for the event loop: no thread while usable; a refresh runs off the loop."""
+        token, expiry = await self.core.aget()
+        self.token, self.expiry = token, expiry
+        return token
 
     def refresh(self, request: Any) -> None:
         """google-auth's entry point (a stale source, a 401 retry, the official async hooks' token
         refresh): mint only if the shared token is not fresh, so no caller mints while it is."""
-        waited_from = time.monotonic()
-        with self._lock:
-            if self.token_state == _FRESH:
-                return
-            self._raise_if_failed_since(waited_from)
-            self._mint(http_request())
+        self.ensure(request)
 
     def before_request(self, request: Any, method: str, url: str, headers: Any) -> None:
         self.ensure(request)
         self.apply(headers)
 
-    def _raise_if_failed_since(self, since: float) -> None:
-        """Callers that waited on the lock while a refresh failed get that failure, not another request."""
-        failure = self._failure
-        if failure is not None and failure[1] >= since:
-            raise failure[0]
-
-    def _mint(self, request: Any) -> None:
-        """One refresh of the inner credential (lock held), with bounded, jittered retries."""
-        try:
-            self._mint_once(request)
-        except WorkloadIdentityError as exc:
-            self._failure = (exc, time.monotonic())
-            raise
-        self._failure = None
-
-    def _mint_once(self, request: Any) -> None:
+    def _mint(self) -> Minted[tuple[str, dt.datetime | None]]:
+        """One refresh of the inner credential; transient failures become ``TransientError`` (the core
+        retries those within the budget), the rest are explained."""
+        request = http_request()
         if self._precheck is not None:
             self._precheck(request)
             self._precheck = None
-        last: Exception | None = None
-        for attempt in range(1, self._attempts + 1):
-            try:
-                self.inner.refresh(request)
-                break
-            except WorkloadIdentityError:
-                raise
-            except Exception as exc:
-                if not _is_transient(exc):
-                    raise self._explain(exc) from exc
-                last = exc
-                if attempt < self._attempts:
-                    self._sleep(min(4.0, 0.5 * 2 ** (attempt - 1)) * random.uniform(0.5, 1.5))  # noqa: S311 (jitter, not crypto)
-        else:
-            assert last is not None
-            explained = self._explain(last)
+        try:
+            self.inner.refresh(request)
+        except WorkloadIdentityError:
+            raise
+        except Exception as exc:
+            if not _is_transient(exc):
+                raise self._explain(exc) from exc
+            explained = self._explain(exc)
             if not isinstance(explained, TransientError):  # e.g. the metadata server is not there at all
-                raise explained from last
-            raise TransientError(f"refresh of {self.describe}", self._attempts, _short(last)) from last
-        self.token = self.inner.token
-        self.expiry = self.inner.expiry
-        self.mints += 1
-        self._advisory, self._mandatory = refresh_windows(self._remaining())
-        for listener in self._listeners:
-            listener(str(self.token))
+                raise explained from exc
+            raise TransientError(
+                f"refresh of {self.describe}", 1, _short(exc), endpoint=self._endpoint, status=_status(exc)
+            ) from exc
+        token, expiry = str(self.inner.token), self.inner.expiry
+        return Minted((token, expiry), _utc_epoch(expiry, time.time() + 3600))
 
     def __copy__(self) -> SharedToken:
         # google-auth's impersonated credentials copy their source; a copy would stop being shared.
@@ -307,7 +311,11 @@ def _metadata_host() -> str:
 
 def _source_error(kind: str) -> Callable[[Exception], WorkloadIdentityError]:
     def explain(error: Exception) -> WorkloadIdentityError:
-        unreachable = isinstance(error, google.auth.exceptions.TransportError) or "metadata" in str(error).lower()
+        # compute_engine wraps the metadata server's TransportError in a RefreshError (cause and args).
+        unreachable = any(
+            isinstance(part, google.auth.exceptions.TransportError)
+            for part in (error, error.__cause__, *getattr(error, "args", ()))
+        )
         if kind == "metadata" and unreachable:
             return IdentityUnavailable(
                 "metadata",
@@ -433,6 +441,7 @@ class GcpChain:
             describe=f"impersonated token for {spec.target}",
             explain=self._explain,
             quota_project_id=spec.quota_project_id,
+            endpoint=f"{endpoint}/v1/projects/-/serviceAccounts/{spec.target}:generateAccessToken",
         )
         self._id_tokens: dict[str, SharedToken] = {}
         self._id_lock = threading.Lock()
@@ -492,10 +501,8 @@ class GcpChain:
         return shared.ensure()
 
     async def access_token_async(self) -> str:
-        """For triggers: the cached token without a thread while fresh; a refresh runs off the loop."""
-        if self.token.token_state == _FRESH:
-            return str(self.token.token)
-        return await asyncio.to_thread(self.token.ensure)
+        """For triggers: the cached token without a thread while usable; a refresh runs off the loop."""
+        return await self.token.aensure()
 
     # -- reports ------------------------------------------------------------------------------------------------
 
