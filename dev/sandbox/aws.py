@@ -38,7 +38,16 @@ from moto.moto_server.werkzeug_app import DomainDispatcherApplication, MotoReque
 from werkzeug.serving import make_server
 
 from . import _patches
-from .faults import DropConnection, Fault, FaultInjector, FaultKind, Reply, abort_connection, answer_fault
+from .faults import (
+    DropConnection,
+    Fault,
+    FaultInjector,
+    FaultKind,
+    Reply,
+    abort_connection,
+    answer_fault,
+    client_gone,
+)
 from .oidc import DEFAULT_AUDIENCE, DEFAULT_ISSUER_URL, DEFAULT_SUBJECT, OidcIssuer, foreign_issuer_for
 
 log = logging.getLogger(__name__)
@@ -415,7 +424,7 @@ class _SandboxMiddleware:
         internal = environ.get("HTTP_" + _INTERNAL_HEADER.upper().replace("-", "_")) == sb._internal_secret
         if service == "sts" and action and not internal:
             fault = sb._on_sts_request(action)
-            answered = self._fault(start_response, fault, action) if fault is not None else None
+            answered = self._fault(environ, start_response, fault, action) if fault is not None else None
             if answered is not None:
                 return answered
         if service is None and action and sb._state.enforcement_on:
@@ -429,13 +438,13 @@ class _SandboxMiddleware:
         finally:
             _patches.set_current_state(None)
 
-    def _fault(self, start_response: Any, fault: Fault, action: str) -> list[bytes] | None:
+    def _fault(self, environ: dict[str, Any], start_response: Any, fault: Fault, action: str) -> list[bytes] | None:
         """Apply an injected fault to an STS request; None: give the real answer (slow, or a released hang)."""
         if fault.kind is FaultKind.SLOW:
             time.sleep(fault.seconds)
             return None
         if fault.kind is FaultKind.HANG:
-            if self.sandbox.faults.hold(fault):
+            if self.sandbox.faults.hold(fault) and not client_gone(environ["werkzeug.socket"]):
                 return None
             raise DropConnection("injected hang (sandbox)")
         if fault.kind is FaultKind.RESET:

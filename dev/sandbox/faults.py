@@ -40,6 +40,7 @@ from __future__ import annotations
 
 import contextlib
 import enum
+import select
 import socket
 import struct
 import threading
@@ -58,6 +59,7 @@ __all__ = [
     "Reply",
     "abort_connection",
     "answer_fault",
+    "client_gone",
     "send_reply",
 ]
 
@@ -307,6 +309,16 @@ def send_reply(handler: BaseHTTPRequestHandler, reply: Reply) -> None:
     handler.wfile.write(reply.body)
 
 
+def client_gone(sock: socket.socket) -> bool:
+    """True if the client of a held request has closed its side (it sends nothing else while it waits
+    for the answer, so anything readable is its FIN or RST)."""
+    try:
+        readable, _, _ = select.select([sock], [], [], 0)
+    except (OSError, ValueError):
+        return True
+    return bool(readable)
+
+
 def abort_connection(handler: BaseHTTPRequestHandler) -> None:
     """Close the handler's connection now, without a response, with a TCP RST (``SO_LINGER`` 0).
 
@@ -337,7 +349,7 @@ def answer_fault(
         time.sleep(fault.seconds)
         return False
     if fault.kind is FaultKind.HANG:
-        if injector.hold(fault):
+        if injector.hold(fault) and not client_gone(handler.connection):
             return False
         abort_connection(handler)
         return True
