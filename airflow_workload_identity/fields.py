@@ -13,13 +13,18 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Mapping, Sequence
+import unicodedata
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from airflow_workload_identity.errors import ConfigError
 
-__all__ = ["ConnectionForm", "Field", "read_extra"]
+__all__ = ["END", "ConnectionForm", "Field", "describe_value", "read_extra"]
+
+#: End anchor for field patterns: ``$`` alone also matches before a final newline in Python (and so in
+#: the ``jsonschema`` package), never in ECMAScript; with the look-ahead both read the same.
+END = r"$(?!\n)"
 
 _STANDARD_FIELDS = ("host", "port", "schema", "login", "password", "extra", "description")
 _TYPES = ("string", "integer", "number", "boolean", "array", "object")
@@ -41,6 +46,8 @@ class Field:
     required: bool = False
     secret: bool = False
     section: str | None = None
+    #: For a string that fails ``pattern``: says what exactly is wrong (``None``: no more than "the shape").
+    explain: Callable[[str], str | None] | None = None
 
     def __post_init__(self) -> None:
         if not re.fullmatch(r"[a-z][a-z0-9_]*", self.name) or "__" in self.name:
@@ -67,24 +74,41 @@ class Field:
     # -- reading values ----------------------------------------------------------------------------
 
     def parse(self, raw: Any, *, conn_type: str) -> Any:
-        """Coerce a stored value to the field's type and validate it; ``None`` means unset."""
-        if raw is None or (isinstance(raw, str) and raw.strip() == ""):
+        """Coerce a stored value to the field's type and validate it; ``None`` and ``""`` mean unset.
+
+        A value of only whitespace is not taken for unset: it is an error, as its JSON schema says.
+        """
+        if raw is None or raw == "":
             if self.required:
                 raise ConfigError(self.name, "is required but empty", self.fix, conn_type=conn_type)
             return None
+        if isinstance(raw, str) and raw.strip() == "":
+            raise self._error(
+                "holds only whitespace",
+                conn_type,
+                self.fix if self.required else f"clear the field to leave it unset, or {self.fix}",
+            )
         value = self._coerce(raw, conn_type)
         self._validate(value, self.schema, conn_type, self.name)
         return value
 
-    def _error(self, problem: str, conn_type: str) -> ConfigError:
-        return ConfigError(self.name, problem, self.fix, conn_type=conn_type)
+    def _error(self, problem: str, conn_type: str, fix: str | None = None) -> ConfigError:
+        return ConfigError(self.name, problem, fix or self.fix, conn_type=conn_type)
 
     def _coerce(self, raw: Any, conn_type: str) -> Any:
         kind = self.type
         if kind == "string":
             if not isinstance(raw, str):
                 raise self._error(f"must be a string, got {type(raw).__name__}", conn_type)
-            return raw.strip()
+            if self.schema.get("format") == "multiline":
+                return raw.strip()
+            if raw != raw.strip():
+                raise self._error(
+                    "has leading or trailing whitespace (a space or line break pasted with the value)",
+                    conn_type,
+                    f"remove the whitespace; {self.fix}",
+                )
+            return raw
         if kind == "integer":
             if isinstance(raw, bool):
                 raise self._error("must be a whole number, got a boolean", conn_type)
@@ -92,7 +116,7 @@ class Field:
                 return raw
             if isinstance(raw, float) and raw.is_integer():
                 return int(raw)
-            if isinstance(raw, str) and re.fullmatch(r"\s*[+-]?\d+\s*", raw):
+            if isinstance(raw, str) and re.fullmatch(r"[+-]?[0-9]+", raw):
                 return int(raw)
             raise self._error(f"must be a whole number, got {_describe(raw, self.secret)}", conn_type)
         if kind == "boolean":
@@ -130,7 +154,7 @@ class Field:
 
     def _validate(self, value: Any, schema: Mapping[str, Any], conn_type: str, where: str) -> None:
         def fail(problem: str) -> ConfigError:
-            prefix = "" if where == self.name else f"{where[len(self.name) :]} "
+            prefix = "" if where == self.name else f"{where[len(self.name) :].strip()} "
             return self._error(prefix + problem, conn_type)
 
         shown = _describe(value, self.secret)
@@ -148,16 +172,32 @@ class Field:
             if "maxLength" in schema and len(value) > schema["maxLength"]:
                 raise fail(f"is {len(value)} characters long; the limit is {schema['maxLength']}")
             if "pattern" in schema and not re.search(schema["pattern"], value):
+                specific = self.explain(value) if self.explain is not None else None
+                if specific:
+                    raise fail(specific)
+                odd = _first_unexpected_character(value)
+                if odd:
+                    raise fail(
+                        f"contains {odd}, which does not belong in this value (a look-alike or invisible character)"
+                    )
                 raise fail(f"{shown} does not have the expected shape")
         if isinstance(value, tuple):
             if "maxItems" in schema and len(value) > schema["maxItems"]:
                 raise fail(f"has {len(value)} entries; the limit is {schema['maxItems']}")
             if "minItems" in schema and len(value) < schema["minItems"]:
                 raise fail(f"needs at least {schema['minItems']} entr{'y' if schema['minItems'] == 1 else 'ies'}")
+            if schema.get("uniqueItems"):
+                seen: list[Any] = []
+                for index, item in enumerate(value):
+                    if item in seen:
+                        raise fail(f"lists the same value twice (entries {seen.index(item) + 1} and {index + 1})")
+                    seen.append(item)
             items = schema.get("items", {})
             for index, item in enumerate(value):
                 if items.get("type") == "string" and not isinstance(item, str):
                     raise fail(f"entry {index + 1} must be a string")
+                if isinstance(item, str) and item != item.strip():
+                    raise fail(f"entry {index + 1} has leading or trailing whitespace")
                 self._validate(item, items, conn_type, f"{where} entry {index + 1}:")
         if isinstance(value, dict):
             if "maxProperties" in schema and len(value) > schema["maxProperties"]:
@@ -170,11 +210,48 @@ class Field:
                     self._validate(item, values, conn_type, f"{where} value of {key!r}:")
 
 
-def _describe(value: Any, secret: bool) -> str:
+# Shapes of credentials someone may paste into the wrong field: a JWT (a projected service-account token,
+# an ID or Entra token), a Google access token, an AWS key id, a PEM key; and long base64 runs (an AWS
+# secret key, a client secret) mixing upper case, lower case and digits, with few slashes (not a path).
+_CREDENTIAL_SHAPE = re.compile(r"eyJ[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]{4,}|ya29\.|(?:AKIA|ASIA)[A-Z0-9]{16}|-----BEGIN")
+_BASE64_RUN = re.compile(r"[A-Za-z0-9+/=]{40,}")
+
+
+def _looks_like_a_credential(text: str) -> bool:
+    if _CREDENTIAL_SHAPE.search(text):
+        return True
+    for match in _BASE64_RUN.finditer(text):
+        run = match.group()
+        if (
+            run.count("/") * 10 <= len(run)
+            and re.search("[A-Z]", run)
+            and re.search("[a-z]", run)
+            and re.search("[0-9]", run)
+        ):
+            return True
+    return False
+
+
+def describe_value(value: Any, secret: bool = False) -> str:
+    """How an error message may show a value: never a secret field's, never one shaped like a credential."""
     if secret:
         return "the value"
     text = repr(value)
+    if _looks_like_a_credential(text):
+        return "a value shaped like a credential (not shown)"
     return text if len(text) <= 80 else text[:77] + "..."
+
+
+_describe = describe_value
+
+
+def _first_unexpected_character(value: str) -> str | None:
+    """The first non-ASCII or control character of ``value``, named (``U+200B ZERO WIDTH SPACE at position 5``)."""
+    for position, char in enumerate(value, start=1):
+        if not " " <= char <= "~":
+            name = unicodedata.name(char, "control character")
+            return f"U+{ord(char):04X} {name} at position {position}"
+    return None
 
 
 def read_extra(extra: Mapping[str, Any] | str | None, conn_type: str, names: Sequence[str]) -> dict[str, Any]:

@@ -15,7 +15,7 @@ from urllib.parse import urlsplit
 
 from airflow_workload_identity.attribution import PLACEHOLDERS, RunContext, placeholders_in, render
 from airflow_workload_identity.errors import ConfigError
-from airflow_workload_identity.fields import ConnectionForm, Field
+from airflow_workload_identity.fields import END, ConnectionForm, Field, describe_value
 
 __all__ = ["FORM", "SOURCES", "AssumeRoleHop", "AwsIdentitySpec"]
 
@@ -24,10 +24,13 @@ SOURCES = ("auto", "web_identity", "pod_identity", "default_chain")
 Source = Literal["auto", "web_identity", "pod_identity", "default_chain"]
 
 _PARTITION = r"aws(?:-cn|-us-gov|-iso|-iso-[a-z]|-eusc)?"
-ROLE_ARN_PATTERN = rf"^arn:{_PARTITION}:iam::\d{{12}}:role/(?:[\x21-\x7e]{{0,510}}/)?[\w+=,.@-]{{1,64}}$"
-POLICY_ARN_PATTERN = rf"^arn:{_PARTITION}:iam::(?:\d{{12}}|aws):policy/[\w+=,.@/-]{{1,1024}}$"
-REGION_PATTERN = r"^[a-z]{2}(?:-gov|-iso|-isob|-isoe|-isof)?-[a-z]+-\d{1,2}$"
-SESSION_NAME_CHARS = r"\w+=,.@-"
+# ASCII classes only: Python's \w and \d also match Cyrillic letters and full-width digits, which IAM refuses.
+ROLE_ARN_PATTERN = rf"^arn:{_PARTITION}:iam::[0-9]{{12}}:role/(?:[\x21-\x7e]{{0,510}}/)?[A-Za-z0-9_+=,.@-]{{1,64}}{END}"
+POLICY_ARN_PATTERN = rf"^arn:{_PARTITION}:iam::(?:[0-9]{{12}}|aws):policy/[A-Za-z0-9_+=,.@/-]{{1,1024}}{END}"
+REGION_PATTERN = rf"^[a-z]{{2}}(?:-gov|-iso|-isob|-isoe|-isof)?-[a-z]+-[0-9]{{1,2}}{END}"
+ACCOUNT_ID_PATTERN = rf"^[0-9]{{12}}{END}"
+EXTERNAL_ID_PATTERN = rf"^[A-Za-z0-9_+=,.@:/-]+{END}"
+SESSION_NAME_CHARS = r"A-Za-z0-9_+=,.@-"
 TAG_KEY_PATTERN = r"^[\w\s.:/=+\-@]{1,128}$"
 TAG_VALUE_PATTERN = r"^[\w\s.:/=+\-@]{0,256}$"
 CHAINED_MAX_DURATION = 3600
@@ -35,6 +38,29 @@ DEFAULT_SESSION_NAME = "airflow.{dag_id}.{task_id}"
 DEFAULT_SESSION_NAME_OUTSIDE_TASK = "airflow.{conn_id}"
 
 _TEMPLATE_HELP = "placeholders: " + ", ".join("{" + p + "}" for p in PLACEHOLDERS)
+# A template's braces are {placeholder}, or {{ and }} for literal braces: no attribute or index access,
+# no format spec or conversion (what str.format would otherwise evaluate).
+_TEMPLATE_PART = r"(?:[^{}]|\{\{|\}\}|\{(?:" + "|".join(PLACEHOLDERS) + r")\})"
+TEMPLATE_PATTERN = rf"^(?!\s){_TEMPLATE_PART}*(?<!\s){END}"
+SOURCE_IDENTITY_PATTERN = rf"^(?!\s)(?![aA][wW][sS]:){_TEMPLATE_PART}*(?<!\s){END}"
+TAG_VALUE_TEMPLATE_PATTERN = rf"^{_TEMPLATE_PART}*{END}"
+
+
+def _explain_template(template: str) -> str | None:
+    """What is wrong with a template that fails its pattern, in the words of the template rules."""
+    try:
+        used = placeholders_in(template)
+    except ValueError as exc:
+        return f"is not a valid template ({exc})"
+    unknown = used - set(PLACEHOLDERS)
+    if unknown:
+        shown = describe_value("{" + sorted(unknown)[0] + "}")
+        return f"uses unknown placeholder {shown} (placeholders allow no attribute or index access)"
+    return None
+
+
+HOST = r"(?:[A-Za-z0-9](?:[A-Za-z0-9.-]*[A-Za-z0-9])?|\[[0-9A-Fa-f:.]+\])"
+URL_PATTERN = rf"^https?://{HOST}(?::[0-9]{{1,5}})?/?{END}"
 
 FIELDS: tuple[Field, ...] = (
     Field(
@@ -62,8 +88,13 @@ FIELDS: tuple[Field, ...] = (
             "assumes the first, the first assumes the second, ... and the last assumes the role ARN. "
             "Leave empty to assume the role ARN directly."
         ),
-        schema={"type": "array", "items": {"type": "string", "pattern": ROLE_ARN_PATTERN}, "maxItems": 10},
-        fix="list role ARNs (arn:aws:iam::<account>:role/<name>), first hop first, at most 10",
+        schema={
+            "type": "array",
+            "items": {"type": "string", "pattern": ROLE_ARN_PATTERN},
+            "maxItems": 10,
+            "uniqueItems": True,
+        },
+        fix="list distinct role ARNs (arn:aws:iam::<account>:role/<name>), first hop first, at most 10",
         section="Target role",
     ),
     Field(
@@ -73,7 +104,7 @@ FIELDS: tuple[Field, ...] = (
             "Optional. The external id the customer's trust policy requires (condition sts:ExternalId); "
             "the customer gives it to you. Sent on the final hop only."
         ),
-        schema={"type": "string", "minLength": 2, "maxLength": 1224, "pattern": r"^[\w+=,.@:/-]+$"},
+        schema={"type": "string", "minLength": 2, "maxLength": 1224, "pattern": EXTERNAL_ID_PATTERN},
         fix="use 2-1224 characters from letters, digits and + = , . @ : / - _",
         section="Target role",
     ),
@@ -84,7 +115,12 @@ FIELDS: tuple[Field, ...] = (
             "Optional. 12-digit AWS account ids the final role must belong to, one per line. If the "
             "identity reached is in another account the hook refuses to hand out credentials."
         ),
-        schema={"type": "array", "items": {"type": "string", "pattern": r"^\d{12}$"}, "maxItems": 50},
+        schema={
+            "type": "array",
+            "items": {"type": "string", "pattern": ACCOUNT_ID_PATTERN},
+            "maxItems": 50,
+            "uniqueItems": True,
+        },
         fix="list 12-digit account ids such as 123456789012",
         section="Target role",
     ),
@@ -106,7 +142,7 @@ FIELDS: tuple[Field, ...] = (
             "Optional. An STS endpoint URL for every STS call of this connection (a VPC endpoint, a "
             "FIPS endpoint). Leave empty for the regional endpoint; AWS_ENDPOINT_URL_STS also works."
         ),
-        schema={"type": "string", "format": "url", "maxLength": 2048, "pattern": r"^https?://"},
+        schema={"type": "string", "format": "url", "maxLength": 2048, "pattern": URL_PATTERN},
         fix="use an absolute URL such as https://sts.eu-west-1.amazonaws.com with no path, query or user",
         section="Session",
     ),
@@ -124,30 +160,43 @@ FIELDS: tuple[Field, ...] = (
     ),
     Field(
         name="role_session_name",
+        explain=_explain_template,
         label="Session name template",
         description=(
             "Optional. The session name CloudTrail records for every hop; " + _TEMPLATE_HELP + ". "
             f"Default {DEFAULT_SESSION_NAME} ({DEFAULT_SESSION_NAME_OUTSIDE_TASK} outside a task). "
             "Rendered names are fitted to STS's 64-character limit (long names end in a hash)."
         ),
-        schema={"type": "string", "maxLength": 256, "examples": [DEFAULT_SESSION_NAME]},
+        schema={
+            "type": "string",
+            "maxLength": 256,
+            "pattern": TEMPLATE_PATTERN,
+            "examples": [DEFAULT_SESSION_NAME],
+        },
         fix="use text and placeholders such as airflow.{dag_id}.{task_id}",
         section="Session",
     ),
     Field(
         name="source_identity",
+        explain=_explain_template,
         label="Source identity template",
         description=(
             "Optional. A source identity set on the first role session and carried by every later "
             "hop, so CloudTrail ties all actions to it; " + _TEMPLATE_HELP + ". Needs "
             "sts:SetSourceIdentity in each trust policy. Fitted to STS's 64-character limit."
         ),
-        schema={"type": "string", "maxLength": 256, "examples": ["{dag_id}.{task_id}"]},
+        schema={
+            "type": "string",
+            "maxLength": 256,
+            "pattern": SOURCE_IDENTITY_PATTERN,
+            "examples": ["{dag_id}.{task_id}"],
+        },
         fix="use text and placeholders such as {dag_id}.{task_id}; it must not start with 'aws:'",
         section="Session",
     ),
     Field(
         name="session_tags",
+        explain=_explain_template,
         label="Session tags",
         description=(
             'Optional. A JSON object of session tags, e.g. {"team": "data", "dag": "{dag_id}"} (values may '
@@ -156,7 +205,8 @@ FIELDS: tuple[Field, ...] = (
         schema={
             "type": "object",
             "maxProperties": 50,
-            "additionalProperties": {"type": "string", "maxLength": 256},
+            "propertyNames": {"minLength": 1, "maxLength": 128},
+            "additionalProperties": {"type": "string", "maxLength": 256, "pattern": TAG_VALUE_TEMPLATE_PATTERN},
         },
         fix='use a JSON object of up to 50 "key": "value" pairs (keys 1-128, values up to 256 characters)',
         section="Session",
@@ -172,6 +222,7 @@ FIELDS: tuple[Field, ...] = (
             "type": "array",
             "items": {"type": "string", "minLength": 1, "maxLength": 128},
             "maxItems": 50,
+            "uniqueItems": True,
         },
         fix="list keys that also appear in session_tags",
         section="Session",
@@ -183,7 +234,7 @@ FIELDS: tuple[Field, ...] = (
             "Optional. An inline IAM policy (JSON) that narrows what the final session may do; the "
             "result is the intersection with the role's own policies. At most 2048 characters."
         ),
-        schema={"type": "string", "format": "multiline", "minLength": 1, "maxLength": 2048},
+        schema={"type": "string", "format": "multiline", "minLength": 1, "maxLength": 2048, "pattern": r"\S"},
         fix='use a JSON policy document like {"Version": "2012-10-17", "Statement": [...]}',
         section="Session",
     ),
@@ -191,7 +242,12 @@ FIELDS: tuple[Field, ...] = (
         name="policy_arns",
         label="Session policy ARNs",
         description="Optional. Managed policy ARNs that narrow the final session, one per line, at most 10.",
-        schema={"type": "array", "items": {"type": "string", "pattern": POLICY_ARN_PATTERN}, "maxItems": 10},
+        schema={
+            "type": "array",
+            "items": {"type": "string", "pattern": POLICY_ARN_PATTERN},
+            "maxItems": 10,
+            "uniqueItems": True,
+        },
         fix="list managed policy ARNs like arn:aws:iam::aws:policy/ReadOnlyAccess, at most 10",
         section="Session",
     ),
@@ -279,6 +335,15 @@ class AwsIdentitySpec:
     expected_account_ids: tuple[str, ...] = ()
 
     @classmethod
+    def from_connection(cls, conn: Any) -> AwsIdentitySpec:
+        """The spec of an Airflow connection, read from its stored extra text.
+
+        Not from ``extra_dejson``, which logs text that is not JSON and returns ``{}``: such an extra
+        must be a ``ConfigError`` naming ``extra``, not a connection with every field unset.
+        """
+        return cls.from_extra(conn.extra)
+
+    @classmethod
     def from_extra(cls, extra: Mapping[str, Any] | str | None) -> AwsIdentitySpec:
         """Parse and validate a connection's extra (plain or legacy keys; ``None``/``""`` = unset)."""
         v = FORM.parse(extra)
@@ -316,6 +381,13 @@ class AwsIdentitySpec:
             raise self._error("source_identity", "starts with 'aws:', which STS reserves")
         if self.sts_endpoint_url is not None:
             self._check_endpoint(self.sts_endpoint_url)
+        if self.role_arn in self.role_chain:
+            raise self._error(
+                "role_chain",
+                f"lists the target role itself (entry {self.role_chain.index(self.role_arn) + 1}), so the chain "
+                "would assume it twice",
+                "list only the intermediate roles in role_chain; the role ARN is always the last hop",
+            )
         if self.session_policy is not None:
             try:
                 document = json.loads(self.session_policy)
@@ -326,19 +398,22 @@ class AwsIdentitySpec:
         keys = [k for k, _ in self.session_tags]
         for key, value in self.session_tags:
             if not re.fullmatch(TAG_KEY_PATTERN, key) or key.lower().startswith("aws:"):
-                raise self._error("session_tags", f"tag key {key!r} is not a valid tag key")
+                raise self._error("session_tags", f"tag key {describe_value(key)} is not a valid tag key")
             try:
                 placeholders = placeholders_in(value)
             except ValueError as exc:
-                raise self._error("session_tags", f"tag {key!r}: {exc}") from None
+                raise self._error("session_tags", f"tag {describe_value(key)}: {exc}") from None
             unknown = placeholders - set(PLACEHOLDERS)
             if unknown:
-                raise self._error("session_tags", f"tag {key!r} uses unknown placeholder {sorted(unknown)[0]!r}")
+                raise self._error(
+                    "session_tags",
+                    f"tag {describe_value(key)} uses unknown placeholder {describe_value(sorted(unknown)[0])}",
+                )
         if len({k.lower() for k in keys}) != len(keys):
             raise self._error("session_tags", "has keys that differ only in case, which STS refuses")
         missing = [k for k in self.transitive_tag_keys if k not in keys]
         if missing:
-            raise self._error("transitive_tag_keys", f"{missing[0]!r} is not a key of session_tags")
+            raise self._error("transitive_tag_keys", f"{describe_value(missing[0])} is not a key of session_tags")
         if self.source in ("web_identity", "pod_identity") or self.role_chain:
             self.check_chained_duration(reason=self._chained_reason())
         if self.expected_account_ids and account_of(self.role_arn) not in self.expected_account_ids:
@@ -370,7 +445,12 @@ class AwsIdentitySpec:
             raise self._error(name, f"is not a valid template ({exc})") from None
         unknown = used - set(PLACEHOLDERS)
         if unknown:
-            raise self._error(name, f"uses unknown placeholder {{{sorted(unknown)[0]}}}", f"use only {_TEMPLATE_HELP}")
+            shown = describe_value("{" + sorted(unknown)[0] + "}")
+            raise self._error(
+                name,
+                f"uses unknown placeholder {shown} (no attribute or index access)",
+                f"use only {_TEMPLATE_HELP}",
+            )
 
     def _check_endpoint(self, url: str) -> None:
         parts = urlsplit(url)
@@ -382,6 +462,8 @@ class AwsIdentitySpec:
             parts.port  # noqa: B018  (raises ValueError on a bad port)
         except ValueError:
             raise self._error("sts_endpoint_url", "has an invalid port") from None
+        if not re.fullmatch(URL_PATTERN, url):
+            raise self._error("sts_endpoint_url", "has a host that is not an ASCII host name or IP address")
 
     # -- derived ------------------------------------------------------------------------------------------
 

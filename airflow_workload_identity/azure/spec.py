@@ -9,13 +9,14 @@ error, never silently dropped.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 from urllib.parse import urlsplit
 
 from airflow_workload_identity.errors import ConfigError
-from airflow_workload_identity.fields import ConnectionForm, Field
+from airflow_workload_identity.fields import END, ConnectionForm, Field
 
 __all__ = ["CLOUDS", "CONN_TYPE", "FORM", "AzureIdentitySpec"]
 
@@ -28,15 +29,20 @@ CLOUDS: dict[str, tuple[str, str]] = {
     "usgov": ("https://login.microsoftonline.us", "https://management.usgovcloudapi.net/.default"),
     "china": ("https://login.chinacloudapi.cn", "https://management.chinacloudapi.cn/.default"),
 }
-GUID = r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$"
-TENANT = (
-    r"^(?:[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}|[A-Za-z0-9.-]+\.[A-Za-z]{2,})$"
-)
+_GUID = r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}"
+_DOMAIN = r"[A-Za-z0-9](?:[A-Za-z0-9.-]*[A-Za-z0-9])?\.[A-Za-z]{2,}"
+GUID = rf"^{_GUID}{END}"
+TENANT = rf"^(?:{_GUID}|{_DOMAIN}){END}"
 RESOURCE_ID = (
-    r"^/subscriptions/[0-9a-fA-F-]{36}/resourceGroups/[^/]+/providers/Microsoft\.ManagedIdentity/"
-    r"userAssignedIdentities/[^/]+$"
+    rf"^/subscriptions/{_GUID}/resourceGroups/[^/\s]{{1,90}}/providers/Microsoft\.ManagedIdentity/"
+    rf"userAssignedIdentities/[A-Za-z0-9][A-Za-z0-9_-]{{0,127}}{END}"
 )
-SCOPE = r"^(?:https?://\S+|api://\S+|[0-9a-fA-F-]{36}/\S*)$"
+# Printable ASCII only: a zero-width space or a look-alike letter makes another scope that Entra refuses.
+SCOPE = rf"^(?:https?://[\x21-\x7e]+|api://[\x21-\x7e]+|{_GUID}/[\x21-\x7e]*){END}"
+AUTHORITY_PATTERN = (
+    rf"^https://(?:[A-Za-z0-9](?:[A-Za-z0-9.-]*[A-Za-z0-9])?|\[[0-9A-Fa-f:.]+\])(?::[0-9]{{1,5}})?/?{END}"
+)
+TENANT_ITEM = rf"^(?:\*|{_GUID}|{_DOMAIN}){END}"
 ASSERTION_AUDIENCE = "api://AzureADTokenExchange"
 
 FIELDS: tuple[Field, ...] = (
@@ -110,7 +116,7 @@ FIELDS: tuple[Field, ...] = (
             "Optional. An https Entra authority (e.g. https://login.microsoftonline.com) for sovereign or "
             "private clouds; overrides the cloud's. Defaults to AZURE_AUTHORITY_HOST, then the cloud's."
         ),
-        schema={"type": "string", "format": "url", "pattern": r"^https://", "maxLength": 2048},
+        schema={"type": "string", "format": "url", "pattern": AUTHORITY_PATTERN, "maxLength": 2048},
         fix="use an https URL with no path, like https://login.microsoftonline.com",
         section="Cloud",
     ),
@@ -121,7 +127,7 @@ FIELDS: tuple[Field, ...] = (
             "Optional. Scopes for tokens when the caller names none (and for the connection test), one per "
             "line, e.g. https://storage.azure.com/.default. Default: the cloud's Resource Manager scope."
         ),
-        schema={"type": "array", "items": {"type": "string", "pattern": SCOPE}, "maxItems": 20},
+        schema={"type": "array", "items": {"type": "string", "pattern": SCOPE}, "maxItems": 20, "uniqueItems": True},
         fix="use scopes like https://storage.azure.com/.default",
         section="Cloud",
     ),
@@ -132,7 +138,11 @@ FIELDS: tuple[Field, ...] = (
             "Workload identity: path of the projected service-account token; defaults to "
             "AZURE_FEDERATED_TOKEN_FILE (set by the AKS webhook). It is re-read whenever it changes."
         ),
-        schema={"type": "string", "pattern": r"^/", "maxLength": 4096},
+        schema={
+            "type": "string",
+            "pattern": rf"^/(?:[^\x00-\x1f\x7f]*[^\s\x00-\x1f\x7f])?{END}",
+            "maxLength": 4096,
+        },
         fix="use an absolute path like /var/run/secrets/azure/tokens/azure-identity-token",
         section="Identity",
     ),
@@ -143,7 +153,12 @@ FIELDS: tuple[Field, ...] = (
             "Workload identity: other tenants tokens may be requested for (one per line, or * for any). "
             "Cross-tenant requests are refused unless listed."
         ),
-        schema={"type": "array", "items": {"type": "string", "pattern": r"^(?:\*|[A-Za-z0-9.-]+)$"}, "maxItems": 50},
+        schema={
+            "type": "array",
+            "items": {"type": "string", "pattern": TENANT_ITEM},
+            "maxItems": 50,
+            "uniqueItems": True,
+        },
         fix="list tenant GUIDs or domains, or *",
         section="Cloud",
     ),
@@ -151,7 +166,7 @@ FIELDS: tuple[Field, ...] = (
         name="identity_name",
         label="Managed identity name (for setup commands)",
         description="Optional. Only used to print the az commands that set this identity up.",
-        schema={"type": "string", "pattern": r"^[A-Za-z0-9][A-Za-z0-9_-]{1,127}$"},
+        schema={"type": "string", "pattern": rf"^[A-Za-z0-9][A-Za-z0-9_-]{{1,127}}{END}"},
         fix="use the identity's name as shown in the portal",
         section="Setup",
     ),
@@ -159,7 +174,7 @@ FIELDS: tuple[Field, ...] = (
         name="resource_group",
         label="Resource group (for setup commands)",
         description="Optional. The identity's resource group; only used to print setup commands.",
-        schema={"type": "string", "pattern": r"^[-\w._()]{1,90}$"},
+        schema={"type": "string", "pattern": rf"^[-\w._()]{{0,89}}[-\w_()]{END}"},
         fix="use the resource group's name",
         section="Setup",
     ),
@@ -215,6 +230,15 @@ class AzureIdentitySpec:
     expected_object_id: str | None = None
 
     @classmethod
+    def from_connection(cls, conn: Any) -> AzureIdentitySpec:
+        """The spec of an Airflow connection, read from its stored extra text.
+
+        Not from ``extra_dejson``, which logs text that is not JSON and returns ``{}``: such an extra
+        must be a ``ConfigError`` naming ``extra``, not a connection with every field unset.
+        """
+        return cls.from_extra(conn.extra)
+
+    @classmethod
     def from_extra(cls, extra: Mapping[str, Any] | str | None) -> AzureIdentitySpec:
         v = FORM.parse(extra)
         spec = cls(
@@ -246,6 +270,12 @@ class AzureIdentitySpec:
                 raise self._error("authority_host", "is not an https URL (Entra refuses plain http)")
             if parts.path not in ("", "/") or parts.query or parts.fragment or parts.username:
                 raise self._error("authority_host", "has a path, query, fragment or user part")
+            try:
+                parts.port  # noqa: B018  (raises ValueError on a port out of range)
+            except ValueError:
+                raise self._error("authority_host", "has an invalid port") from None
+            if not re.fullmatch(AUTHORITY_PATTERN, self.authority_host):
+                raise self._error("authority_host", "has a host that is not an ASCII host name or IP address")
         if self.mode != "auto":
             self.check_mode(self.mode)
 

@@ -14,7 +14,7 @@ from typing import Any, Literal
 from urllib.parse import urlsplit
 
 from airflow_workload_identity.errors import ConfigError
-from airflow_workload_identity.fields import ConnectionForm, Field
+from airflow_workload_identity.fields import END, ConnectionForm, Field, describe_value
 
 __all__ = ["CONN_TYPE", "FORM", "GcpIdentitySpec"]
 
@@ -27,16 +27,29 @@ DEFAULT_LIFETIME = 3600
 
 # Service-account e-mails: <name>@<project>.iam.gserviceaccount.com, and Google's other SA domains
 # (<number>-compute@developer..., <project>@appspot..., domain-scoped projects, service agents).
-SA_EMAIL_PATTERN = r"^[a-z0-9][a-z0-9-]{0,62}@[a-z0-9][a-z0-9.:-]*\.gserviceaccount\.com$"
+SA_EMAIL_PATTERN = rf"^[a-z0-9][a-z0-9-]{{0,62}}@[a-z0-9][a-z0-9.:-]*\.gserviceaccount\.com{END}"
+# A chain entry as stored: either case (it is lower-cased), optionally in the API's resource-name form.
+CHAIN_ENTRY_PATTERN = (
+    rf"^(?:projects/-/serviceAccounts/)?[A-Za-z0-9][A-Za-z0-9-]{{0,62}}@[A-Za-z0-9][A-Za-z0-9.:-]*"
+    rf"\.[gG][sS][eE][rR][vV][iI][cC][eE][aA][cC][cC][oO][uU][nN][tT]\.[cC][oO][mM]{END}"
+)
 _SA_IN_PATH = re.compile(r"^projects/-/serviceAccounts/(?P<email>.+)$")
 _IAM_PROJECT = re.compile(r"^[^@]+@(?P<project>[a-z][a-z0-9-]{4,28}[a-z0-9])\.iam\.gserviceaccount\.com$")
-PROJECT_PATTERN = r"^(?:[a-z][a-z0-9.-]{0,61}:)?[a-z][a-z0-9-]{4,28}[a-z0-9]$"
-SCOPE_PATTERN = r"^https://www\.googleapis\.com/auth/[a-z0-9._/-]+$"
-EMAIL_PATTERN = r"^[^@\s]+@[^@\s]+\.[a-z]{2,}$"
+PROJECT_PATTERN = rf"^(?:[a-z][a-z0-9.-]{{0,61}}:)?[a-z][a-z0-9-]{{4,28}}[a-z0-9]{END}"
+SCOPE_PATTERN = rf"^https://www\.googleapis\.com/auth/[a-z0-9._/-]+{END}"
+# ASCII only: a Cyrillic look-alike in a domain is another domain.
+EMAIL_PATTERN = rf"^[A-Za-z0-9.!#$%&'*+/=?^_`{{|}}~-]+@[A-Za-z0-9](?:[A-Za-z0-9.-]*[A-Za-z0-9])?\.[A-Za-z]{{2,}}{END}"
+HOST = r"(?:[A-Za-z0-9](?:[A-Za-z0-9.-]*[A-Za-z0-9])?|\[[0-9A-Fa-f:.]+\])"
+URL_PATTERN = rf"^https?://{HOST}(?::[0-9]{{1,5}})?/?{END}"
 
 FIELDS: tuple[Field, ...] = (
     Field(
         name="impersonation_chain",
+        explain=lambda entry: (
+            None
+            if not entry.isascii()
+            else "is not a service-account e-mail (<name>@<project>.iam.gserviceaccount.com)"
+        ),
         label="Impersonation chain (source side first, target last)",
         description=(
             "Service-account e-mails, one per line, in order: the pod's own service account needs Token "
@@ -46,9 +59,10 @@ FIELDS: tuple[Field, ...] = (
         ),
         schema={
             "type": "array",
-            "items": {"type": "string", "pattern": r"^(?:projects/-/serviceAccounts/)?[^@\s]+@[^@\s]+$"},
+            "items": {"type": "string", "pattern": CHAIN_ENTRY_PATTERN},
             "minItems": 1,
             "maxItems": 10,
+            "uniqueItems": True,
         },
         fix="list service-account e-mails like reader@my-project.iam.gserviceaccount.com, target last",
         required=True,
@@ -72,7 +86,12 @@ FIELDS: tuple[Field, ...] = (
             "Optional. Scopes of the impersonated access token, one per line. Default "
             f"{CLOUD_PLATFORM} (IAM roles then decide what the account may do)."
         ),
-        schema={"type": "array", "items": {"type": "string", "pattern": SCOPE_PATTERN}, "maxItems": 50},
+        schema={
+            "type": "array",
+            "items": {"type": "string", "pattern": SCOPE_PATTERN},
+            "maxItems": 50,
+            "uniqueItems": True,
+        },
         fix="use scope URLs like https://www.googleapis.com/auth/cloud-platform",
         section="Token",
     ),
@@ -126,7 +145,7 @@ FIELDS: tuple[Field, ...] = (
             "Optional. Base URL of the IAM Credentials API (a regional or Private Service Connect "
             "endpoint), e.g. https://iamcredentials.googleapis.com. Used for every token of this connection."
         ),
-        schema={"type": "string", "format": "url", "pattern": r"^https?://", "maxLength": 2048},
+        schema={"type": "string", "format": "url", "pattern": URL_PATTERN, "maxLength": 2048},
         fix="use an absolute URL such as https://iamcredentials.googleapis.com with no path or query",
         section="Ambient identity",
     ),
@@ -173,6 +192,15 @@ class GcpIdentitySpec:
     expected_principal: str | None = None
 
     @classmethod
+    def from_connection(cls, conn: Any) -> GcpIdentitySpec:
+        """The spec of an Airflow connection, read from its stored extra text.
+
+        Not from ``extra_dejson``, which logs text that is not JSON and returns ``{}``: such an extra
+        must be a ``ConfigError`` naming ``extra``, not a connection with every field unset.
+        """
+        return cls.from_extra(conn.extra)
+
+    @classmethod
     def from_extra(cls, extra: Mapping[str, Any] | str | None) -> GcpIdentitySpec:
         v = FORM.parse(extra)
         spec = cls(
@@ -196,10 +224,18 @@ class GcpIdentitySpec:
         for position, account in enumerate(self.impersonation_chain, start=1):
             if not re.fullmatch(SA_EMAIL_PATTERN, account):
                 raise self._error(
-                    "impersonation_chain", f"entry {position} ({account!r}) is not a service-account e-mail"
+                    "impersonation_chain",
+                    f"entry {position} ({describe_value(account)}) is not a service-account e-mail",
                 )
-        if len(set(self.impersonation_chain)) != len(self.impersonation_chain):
-            raise self._error("impersonation_chain", "lists the same service account twice")
+        for position, account in enumerate(self.impersonation_chain, start=1):
+            first = self.impersonation_chain.index(account) + 1
+            if first != position:
+                raise self._error(
+                    "impersonation_chain",
+                    f"entry {position} is entry {first} again (the same service account, ignoring case and the "
+                    "projects/-/serviceAccounts/ prefix)",
+                    "list each service account once, in hop order, target last",
+                )
         if self.expected_principal and self.expected_principal != self.target:
             raise self._error(
                 "expected_principal",
@@ -212,6 +248,12 @@ class GcpIdentitySpec:
                 raise self._error("iam_endpoint_url", "is not an absolute http(s) URL")
             if parts.query or parts.fragment or parts.username or parts.path not in ("", "/"):
                 raise self._error("iam_endpoint_url", "has a path, query, fragment or user part")
+            try:
+                parts.port  # noqa: B018  (raises ValueError on a port out of range)
+            except ValueError:
+                raise self._error("iam_endpoint_url", "has an invalid port") from None
+            if not re.fullmatch(URL_PATTERN, self.iam_endpoint_url):
+                raise self._error("iam_endpoint_url", "has a host or port that is not an ASCII host name and number")
         if self.subject and len(self.impersonation_chain) > 1:
             raise self._error(
                 "subject",
