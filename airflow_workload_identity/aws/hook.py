@@ -112,7 +112,7 @@ class AwsWorkloadIdentityHook(BaseHook):
     def spec(self) -> AwsIdentitySpec:
         """The connection's validated identity spec (raises ``ConfigError`` before any network call)."""
         conn = connection_of_type(self.aws_conn_id, CONN_TYPE)
-        spec = AwsIdentitySpec.from_extra(conn.extra_dejson)
+        spec = AwsIdentitySpec.from_connection(conn)
         check_override(spec.sts_endpoint_url, field="sts_endpoint_url", conn_type=CONN_TYPE, cloud="aws")
         return spec
 

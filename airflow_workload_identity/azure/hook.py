@@ -57,7 +57,7 @@ class AzureWorkloadIdentityHook(BaseHook):
     @cached_property
     def spec(self) -> AzureIdentitySpec:
         """The connection's validated spec (raises ``ConfigError`` before any network call)."""
-        spec = AzureIdentitySpec.from_extra(self.connection.extra_dejson)
+        spec = AzureIdentitySpec.from_connection(self.connection)
         check_override(spec.authority_host, field="authority_host", conn_type=CONN_TYPE, cloud="azure")
         return spec
 

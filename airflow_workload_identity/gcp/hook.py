@@ -51,7 +51,7 @@ class GcpWorkloadIdentityHook(BaseHook):
     def spec(self) -> GcpIdentitySpec:
         """The connection's validated spec (raises ``ConfigError`` before any network call)."""
         conn = connection_of_type(self.gcp_conn_id, CONN_TYPE)
-        spec = GcpIdentitySpec.from_extra(conn.extra_dejson)
+        spec = GcpIdentitySpec.from_connection(conn)
         check_override(spec.iam_endpoint_url, field="iam_endpoint_url", conn_type=CONN_TYPE, cloud="gcp")
         return spec
 
