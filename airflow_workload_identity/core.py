@@ -337,7 +337,9 @@ class RefreshingToken(Generic[T]):
                 delay = self._backoff(previous.valid_until - now)
                 self._next_attempt_at = now + delay
                 logger.warning(
-                    "Refresh of %s failed; keeping the current token (valid %.0f s more), next attempt in %.1f s: %s",
+                    "%s refresh of %s failed; keeping the current credentials (valid %.0f s more), "
+                    "next attempt in %.1f s: %s",
+                    "Advisory" if previous.valid_until - now > previous.mandatory else "Mandatory",
                     self.describe,
                     previous.valid_until - now,
                     delay,

@@ -161,7 +161,10 @@ def test_a_failed_advisory_refresh_serves_the_cached_token_and_backs_off_with_ji
     assert served == ["token-1"] * 120  # zero failed calls while the token is valid
     # Backoff grows (1, 2, 4, 8, 16, 32 s before jitter): a handful of attempts, not 120.
     assert 4 <= cloud.calls - 1 <= 8, cloud.calls
-    assert "keeping the current token" in caplog.text and "test token" in caplog.text
+    assert (
+        "Advisory refresh of test token failed; keeping the current credentials" in caplog.text
+        and "test token" in caplog.text
+    )
     cloud.fail_always = None
     clock.now += 60
     assert token.get() == f"token-{cloud.calls}"

@@ -1,0 +1,136 @@
+"""Where AWS credential calls go and how: the STS endpoint, bounded STS clients, botocore sessions.
+
+One botocore data loader per process (service models parsed once), STS clients with bounded timeouts
+and botocore's standard retries sized to fit the token request budget, our name in the user agent.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import botocore.loaders
+import botocore.session
+from botocore.config import Config
+from botocore.credentials import CredentialProvider, CredentialResolver, Credentials
+from botocore.exceptions import BotoCoreError, ClientError
+
+from airflow_workload_identity import __version__
+from airflow_workload_identity._sdk import set_loader_search_paths
+from airflow_workload_identity.aws.spec import AwsIdentitySpec
+from airflow_workload_identity.errors import WorkloadIdentityError
+
+__all__ = ["STS_ATTEMPT_SECONDS", "STS_CONFIG", "STS_MAX_ATTEMPTS", "StsEndpoint", "new_botocore_session", "sts_client"]
+
+STS_MAX_ATTEMPTS = 3
+#: The longest one STS call can take, botocore's retries included.
+STS_ATTEMPT_SECONDS = 30.0
+#: Every STS call: bounded connect and read timeouts, botocore's standard retry mode (jittered
+#: exponential backoff on throttling and 5xx), and our name in the user agent for CloudTrail.
+#: Three attempts of at most 3 s connect + 7 s read, with botocore's backoff, fit the 30 s budget.
+STS_CONFIG = Config(
+    connect_timeout=3,
+    read_timeout=7,
+    retries={"mode": "standard", "max_attempts": STS_MAX_ATTEMPTS},
+    user_agent_extra=f"airflow-workload-identity/{__version__}",
+)
+
+
+class _UniqueList(list[str]):
+    """boto3 appends its data path to the loader on every ``boto3.Session``; keep it once."""
+
+    def append(self, item: str) -> None:
+        if item not in self:
+            super().append(item)
+
+
+_loader_lock = threading.Lock()
+_loader: botocore.loaders.Loader | None = None
+
+
+def _shared_loader() -> botocore.loaders.Loader:
+    """One botocore data loader per process: service models are parsed once, not once per hook."""
+    global _loader
+    with _loader_lock:
+        if _loader is None:
+            loader = botocore.loaders.create_loader()
+            set_loader_search_paths(loader, _UniqueList(loader.search_paths))
+            _loader = loader
+        return _loader
+
+
+class _FixedProvider(CredentialProvider):  # type: ignore[misc]
+    METHOD = "airflow-workload-identity"
+    CANONICAL_NAME = "AirflowWorkloadIdentity"
+
+    def __init__(self, credentials: Credentials) -> None:
+        super().__init__()
+        self._credentials = credentials
+
+    def load(self) -> Credentials:
+        return self._credentials
+
+
+def new_botocore_session(credentials: Credentials | None = None, region: str | None = None) -> Any:
+    """A botocore session on the shared loader, signing with ``credentials`` (refreshing ones stay live)."""
+    session = botocore.session.Session()
+    session.register_component("data_loader", _shared_loader())
+    if credentials is not None:
+        session.register_component("credential_provider", CredentialResolver([_FixedProvider(credentials)]))
+    if region:
+        session.set_config_variable("region", region)
+    return session
+
+
+@dataclass(frozen=True)
+class StsEndpoint:
+    """Where STS calls go: the connection's override, else ``AWS_ENDPOINT_URL_STS`` / ``AWS_ENDPOINT_URL``,
+    else the regional endpoint of the region (``region_name``, ``AWS_REGION``, ``AWS_DEFAULT_REGION``)."""
+
+    region: str | None
+    url: str | None
+
+    @classmethod
+    def resolve(cls, spec: AwsIdentitySpec, env: Mapping[str, str]) -> StsEndpoint:
+        region = spec.region_name or env.get("AWS_REGION") or env.get("AWS_DEFAULT_REGION") or None
+        url = spec.sts_endpoint_url or env.get("AWS_ENDPOINT_URL_STS") or env.get("AWS_ENDPOINT_URL") or None
+        return cls(region=region, url=url.rstrip("/") if url else None)
+
+    def client_kwargs(self) -> dict[str, Any]:
+        return {"region_name": self.region, "endpoint_url": self.url}
+
+    def describe(self) -> str:
+        if self.url:
+            return self.url
+        return f"https://sts.{self.region}.amazonaws.com" if self.region else "https://sts.amazonaws.com"
+
+
+def _sts_client(credentials: Credentials | None, endpoint: StsEndpoint, config: Config | None = None) -> Any:
+    session = new_botocore_session(credentials)
+    merged = STS_CONFIG.merge(config) if config is not None else STS_CONFIG
+    return session.create_client("sts", config=merged, **endpoint.client_kwargs())
+
+
+def _caller_arn(credentials: Credentials, endpoint: StsEndpoint) -> str | None:
+    """GetCallerIdentity for diagnostics; ``None`` if even that fails."""
+    try:
+        return str(_sts_client(credentials, endpoint).get_caller_identity()["Arn"])
+    except (BotoCoreError, ClientError, WorkloadIdentityError):
+        return None
+
+
+def sts_client(credentials: Credentials | None, endpoint: StsEndpoint, config: Config | None = None) -> Any:
+    """An STS client (unsigned when ``credentials`` is ``None``) with the bounded STS configuration."""
+    session = new_botocore_session(credentials)
+    merged = STS_CONFIG.merge(config) if config is not None else STS_CONFIG
+    return session.create_client("sts", config=merged, **endpoint.client_kwargs())
+
+
+def caller_arn(credentials: Credentials, endpoint: StsEndpoint) -> str | None:
+    """GetCallerIdentity for diagnostics; ``None`` if even that fails."""
+    try:
+        return str(sts_client(credentials, endpoint).get_caller_identity()["Arn"])
+    except (BotoCoreError, ClientError, WorkloadIdentityError):
+        return None
