@@ -24,6 +24,7 @@ from azure.core.credentials import AccessToken, AccessTokenInfo
 from azure.core.exceptions import ClientAuthenticationError, ServiceRequestError, ServiceResponseError
 from azure.identity import CredentialUnavailableError, ManagedIdentityCredential, WorkloadIdentityCredential
 
+from airflow_workload_identity._sdk import AZURE_MI_EXCLUDE_WORKLOAD_IDENTITY, refresh_wi_token_file, wi_token_file
 from airflow_workload_identity.azure.policy import explain_identity_error, token_file_claims
 from airflow_workload_identity.azure.spec import AzureIdentitySpec
 from airflow_workload_identity.core import Minted, RefreshingToken, TokenState, TokenStore
@@ -61,13 +62,14 @@ IMDS_ENV = ("AZURE_POD_IDENTITY_AUTHORITY_HOST (test/proxy override)", "http://1
 class _RotatingWorkloadIdentityCredential(WorkloadIdentityCredential):
     """azure-identity re-reads the token file at most every 600 s; re-read it whenever it changes."""
 
+    # azure-identity passes this bound method as the assertion function (tests/unit/test_sdk_adapter.py).
     def _get_service_account_token(self) -> str:
         try:
-            stamp = os.stat(self._token_file_path).st_mtime_ns
+            stamp = os.stat(wi_token_file(self)).st_mtime_ns
         except OSError:
             stamp = -1
         if stamp != getattr(self, "_awi_stamp", None):
-            self._last_read_time = 0
+            refresh_wi_token_file(self)
             self._awi_stamp = stamp
         return str(super()._get_service_account_token())
 
@@ -147,7 +149,7 @@ class AzureIdentity:
                 **TRANSPORT,
             )
         kind, value = self.selector
-        kwargs: dict[str, Any] = {**IMDS_TRANSPORT, "_exclude_workload_identity_credential": True}
+        kwargs: dict[str, Any] = {**IMDS_TRANSPORT, AZURE_MI_EXCLUDE_WORKLOAD_IDENTITY: True}
         if kind == "client_id":
             kwargs["client_id"] = value
         elif kind == "object_id":

@@ -30,6 +30,7 @@ import google.auth.transport.requests
 import requests
 from google.auth import compute_engine, impersonated_credentials
 
+from airflow_workload_identity._sdk import gce_metadata_host, gce_metadata_ping
 from airflow_workload_identity.core import Minted, RefreshingToken, TokenState, TokenStore
 from airflow_workload_identity.errors import (
     AccessDenied,
@@ -301,12 +302,7 @@ class Source:
 
 
 def _metadata_host() -> str:
-    try:
-        from google.auth.compute_engine import _metadata
-
-        return str(getattr(_metadata, "_GCE_METADATA_HOST", "metadata.google.internal"))
-    except ImportError:  # pragma: no cover
-        return "metadata.google.internal"
+    return gce_metadata_host()
 
 
 def _source_error(kind: str) -> Callable[[Exception], WorkloadIdentityError]:
@@ -332,9 +328,7 @@ def _source_error(kind: str) -> Callable[[Exception], WorkloadIdentityError]:
 
 
 def _ping_metadata(request: Any) -> None:
-    from google.auth.compute_engine import _metadata
-
-    if not _metadata.ping(request, timeout=3, retry_count=2):
+    if not gce_metadata_ping(request, timeout=3, retry_count=2):
         raise IdentityUnavailable(
             "metadata",
             (*METADATA_ENV, f"http://{_metadata_host()}/"),
