@@ -146,6 +146,7 @@ def check_connections(connections: Mapping[str, tuple[str, Any]]) -> list[dict[s
     """Validate each connection's spec (no network call); ``connections``: id → (type, extra)."""
     from airflow_workload_identity.aws.spec import AwsIdentitySpec
     from airflow_workload_identity.azure.spec import AzureIdentitySpec
+    from airflow_workload_identity.endpoints import check_override
     from airflow_workload_identity.errors import ConfigError
     from airflow_workload_identity.gcp.spec import GcpIdentitySpec
 
@@ -155,9 +156,16 @@ def check_connections(connections: Mapping[str, tuple[str, Any]]) -> list[dict[s
         "azure_workload_identity": AzureIdentitySpec.from_extra,
     }
     results = []
+    overrides = {  # the endpoint override each type's hook checks before any request (endpoints.py)
+        "aws_workload_identity": ("sts_endpoint_url", "aws"),
+        "gcp_workload_identity": ("iam_endpoint_url", "gcp"),
+        "azure_workload_identity": ("authority_host", "azure"),
+    }
     for conn_id, (conn_type, extra) in sorted(connections.items()):
         try:
-            parsers[conn_type](extra)
+            spec = parsers[conn_type](extra)
+            field, cloud = overrides[conn_type]
+            check_override(getattr(spec, field), field=field, conn_type=conn_type, cloud=cloud)
             results.append({"conn_id": conn_id, "conn_type": conn_type, "valid": True, "error": None})
         except ConfigError as exc:
             results.append({"conn_id": conn_id, "conn_type": conn_type, "valid": False, "error": str(exc)})

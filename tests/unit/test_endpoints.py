@@ -275,3 +275,29 @@ def test_docs_list_every_accepted_form() -> None:
     for forms in ENDPOINT_FORMS.values():
         for form in forms:
             assert f"`{form}`" in text, form
+
+
+def test_doctor_reports_a_refused_override_as_invalid(nothing_listed: None) -> None:
+    """``doctor`` validates connections without a request; it must not call valid what the hook refuses."""
+    from airflow_workload_identity.doctor import check_connections
+
+    role = {"role_arn": "arn:aws:iam::123456789012:role/reader"}
+    chain = {"impersonation_chain": ["reader@customer-proj.iam.gserviceaccount.com"]}
+    results = check_connections(
+        {
+            "aws_ok": ("aws_workload_identity", {**role, "sts_endpoint_url": "https://sts.eu-west-1.amazonaws.com"}),
+            "aws_bad": ("aws_workload_identity", {**role, "sts_endpoint_url": "https://bucket.s3.amazonaws.com"}),
+            "gcp_bad": ("gcp_workload_identity", {**chain, "iam_endpoint_url": "https://b.storage.googleapis.com"}),
+            "azure_bad": ("azure_workload_identity", {"authority_host": "https://login.microsoftonline.com.evil.com"}),
+            "azure_ok": ("azure_workload_identity", {"authority_host": "https://login.microsoftonline.us"}),
+        }
+    )
+    by_id = {r["conn_id"]: r for r in results}
+    assert by_id["aws_ok"]["valid"] and by_id["azure_ok"]["valid"]
+    for conn_id, field in (
+        ("aws_bad", "sts_endpoint_url"),
+        ("gcp_bad", "iam_endpoint_url"),
+        ("azure_bad", "authority_host"),
+    ):
+        assert not by_id[conn_id]["valid"]
+        assert f"field {field!r}" in by_id[conn_id]["error"]
