@@ -63,3 +63,75 @@ def test_refresh_windows_scale_with_lifetime_and_cap_at_botocore_values() -> Non
 def test_refresh_windows_are_jittered() -> None:
     values = {refresh_windows(3600)[0] for _ in range(20)}
     assert len(values) > 1
+
+
+class _Credential:
+    """Stands for a shared credential object (weak-referenceable, like the package's)."""
+
+    def __init__(self, key: object) -> None:
+        self.key = key
+
+
+def test_the_registry_is_bounded_and_forgets_identities_nobody_uses() -> None:
+    import gc
+
+    registry = Registry(max_size=16)
+    builds = 0
+
+    def build(key: object) -> _Credential:
+        nonlocal builds
+        builds += 1
+        return _Credential(key)
+
+    # An api-server rendering session names per task: 10,000 distinct keys.
+    for n in range(10_000):
+        registry.get_or_create(("aws-hop", f"dag.task_{n}"), lambda n=n: build(n))
+        assert len(registry) <= 16
+    gc.collect()
+    assert len(registry) == 16 and registry.live() == 16
+    assert registry.evictions == 10_000 - 16
+    # The most recently used are kept: no rebuild for them.
+    registry.get_or_create(("aws-hop", "dag.task_9999"), lambda: build("again"))
+    assert builds == 10_000
+
+
+def test_an_evicted_identity_still_in_use_is_handed_out_again_never_rebuilt() -> None:
+    registry = Registry(max_size=4)
+    held = registry.get_or_create("in-use", lambda: _Credential("in-use"))  # a hook keeps it
+    for n in range(100):
+        registry.get_or_create(n, lambda n=n: _Credential(n))
+    assert "in-use" not in registry._items  # evicted from the LRU ...
+    again = registry.get_or_create("in-use", lambda: _Credential("rebuilt"))
+    assert again is held  # ... but never two objects for one key
+    assert len(registry) <= 4
+
+
+def test_racing_callers_under_eviction_pressure_build_each_key_once() -> None:
+    registry = Registry(max_size=2)
+    builds: list[str] = []
+    barrier = threading.Barrier(12)
+    results: list[object] = []
+
+    def factory() -> _Credential:
+        builds.append("hot")
+        time.sleep(0.05)
+        return _Credential("hot")
+
+    def caller() -> None:
+        barrier.wait()
+        results.append(registry.get_or_create("hot", factory))
+
+    def flooder() -> None:
+        barrier.wait()
+        for n in range(200):
+            registry.get_or_create(("cold", n), lambda n=n: _Credential(n))
+
+    threads = [threading.Thread(target=caller) for _ in range(8)] + [threading.Thread(target=flooder) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert builds == ["hot"]
+    assert len({id(r) for r in results}) == 1
+    assert registry.get_or_create("hot", factory) is results[0]
+    assert len(registry) <= 2
