@@ -339,6 +339,10 @@ def check_override(url: str | None, *, field: str, conn_type: str, cloud: str) -
     https on port 443, or its host is listed by the deployment; raises ``ConfigError`` naming ``field``."""
     if not url:
         return
+    if not isinstance(url, str):  # the specs check types first; this guards any other caller
+        raise ConfigError(
+            field, f"is a {type(url).__name__}, not a URL", "write the URL as a string", conn_type=conn_type
+        )
     forms = ", ".join(ENDPOINT_FORMS[cloud])
     try:
         endpoint = _parse(url)

@@ -301,3 +301,9 @@ def test_doctor_reports_a_refused_override_as_invalid(nothing_listed: None) -> N
     ):
         assert not by_id[conn_id]["valid"]
         assert f"field {field!r}" in by_id[conn_id]["error"]
+
+
+def test_a_value_that_is_not_a_string_is_refused(nothing_listed: None) -> None:
+    with pytest.raises(ConfigError) as err:
+        check_override(["https://sts.amazonaws.com"], field="sts_endpoint_url", conn_type="t", cloud="aws")  # type: ignore[arg-type]
+    assert err.value.field == "sts_endpoint_url" and "not a URL" in err.value.problem
