@@ -210,10 +210,20 @@ def test_configuration_is_read_from_airflow_when_the_environment_is_silent(
 ) -> None:
     from airflow.configuration import conf
 
-    monkeypatch.setattr(conf, "get", lambda section, key, fallback=None: {"credential_cache": "process"}.get(key))
-    assert cache.cache_mode() == "process"
-    monkeypatch.setenv(cache.ENV, "host")  # the environment wins, as in Airflow
     assert cache.cache_mode() == "host"
+    if not conf.has_section("workload_identity"):
+        conf.add_section("workload_identity")
+    conf.set("workload_identity", "credential_cache", "process")
+    conf.set("workload_identity", "credential_cache_dir", str(directory))
+    try:
+        assert cache.cache_mode() == "process"
+        assert cache._configured_directory() == str(directory)
+        monkeypatch.setenv(cache.ENV, "host")  # the environment wins, as in Airflow
+        assert cache.cache_mode() == "host"
+        assert configured_store().directory == str(directory)  # type: ignore[union-attr]
+    finally:
+        conf.remove_option("workload_identity", "credential_cache")
+        conf.remove_option("workload_identity", "credential_cache_dir")
 
 
 def test_default_directory_is_per_user(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
