@@ -37,7 +37,7 @@ from moto.moto_server.threaded_moto_server import ThreadedMotoServer
 from moto.moto_server.werkzeug_app import DomainDispatcherApplication, MotoRequestHandler, create_backend_app
 from werkzeug.serving import make_server
 
-from . import _patches
+from . import _aws_secrets, _patches
 from .faults import (
     DropConnection,
     Fault,
@@ -354,6 +354,12 @@ def _seed_scenario(endpoint_url: str, scenario: AwsScenario) -> _Seed:
     for name, trust_doc, permissions, max_session in roles:
         iam.create_role(RoleName=name, AssumeRolePolicyDocument=trust_doc, MaxSessionDuration=max_session)
         iam.put_role_policy(RoleName=name, PolicyName="permissions", PolicyDocument=permissions)
+    # secrets backends: the reader role reads secrets and parameters under airflow/ only (_aws_secrets.py)
+    iam.put_role_policy(
+        RoleName=sc.customer_reader_role_name,
+        PolicyName="secrets",
+        PolicyDocument=_aws_secrets.prefix_policy(sc.customer_account, "airflow/"),
+    )
 
     s3 = client("s3", sc.customer_account)
     for bucket, key_name, body in (
@@ -633,6 +639,7 @@ class AwsSandbox:
 
     def _start(self, port: int, pod_identity_port: int) -> None:
         _patches.install()
+        _aws_secrets.install()
         self._moto = _SandboxMotoServer(self, "127.0.0.1", port)
         self._moto.start()
         host, bound = self._moto.get_host_and_port()
@@ -828,6 +835,13 @@ class AwsSandbox:
     def calls_by_action(self) -> dict[str, int]:
         with self._lock:
             return dict(self._sts_calls)
+
+    def api_calls(self) -> dict[str, int]:
+        """Secrets Manager / Parameter Store requests received, by operation (``ssm:GetParameter``)."""
+        return _aws_secrets.calls(self._state.name)
+
+    def reset_api_calls(self) -> None:
+        _aws_secrets.reset_calls(self._state.name)
 
     def reset_calls(self) -> None:
         with self._lock:
