@@ -3,11 +3,58 @@
 from __future__ import annotations
 
 import os
-from typing import Any
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 from airflow_workload_identity.errors import ConfigError
 
-__all__ = ["CONN_TYPES", "hook_for", "tested_where", "whoami"]
+if TYPE_CHECKING:
+    from airflow_workload_identity.plan import Plan
+    from airflow_workload_identity.report import IdentityReport
+
+__all__ = ["CONN_TYPES", "WorkloadIdentityHook", "hook_for", "tested_where", "whoami"]
+
+
+@runtime_checkable
+class WorkloadIdentityHook(Protocol):
+    """What the three clouds' hooks share: the same names and signatures, so the CLI, the operator and
+    diagnostics treat them alike (mypy checks each hook against it below; ``test_hook_protocol`` too).
+
+    A hook may add cloud-specific optional keywords (``explain_access_denied(..., bucket=)`` on GCP) and
+    cloud-specific methods; these are the common part."""
+
+    conn_type: str
+
+    def get_credentials(self) -> Any:
+        """The shared, refreshing SDK credential object (botocore, google-auth or azure-core)."""
+        ...
+
+    def whoami(self, *, verify: bool = False) -> IdentityReport:
+        """Who the connection is at each hop; ``verify``: one live call proving it works now."""
+        ...
+
+    def policy_plan(self) -> Plan:
+        """What must be granted, hop by hop, for the connection to work."""
+        ...
+
+    def explain_access_denied(self, error: Exception, *, resource: str | None = None) -> str:
+        """Remediation text for an access-denied error a client of this hook got on ``resource``."""
+        ...
+
+    def test_connection(self) -> tuple[bool, str]:
+        """Airflow's connection test: ``(ok, one line)``."""
+        ...
+
+
+if TYPE_CHECKING:
+    from airflow_workload_identity.aws.hook import AwsWorkloadIdentityHook
+    from airflow_workload_identity.azure.hook import AzureWorkloadIdentityHook
+    from airflow_workload_identity.gcp.hook import GcpWorkloadIdentityHook
+
+    _CONFORMING: tuple[type[WorkloadIdentityHook], ...] = (
+        AwsWorkloadIdentityHook,
+        GcpWorkloadIdentityHook,
+        AzureWorkloadIdentityHook,
+    )
 
 #: connection type → (module, hook class, connection-id keyword)
 CONN_TYPES: dict[str, tuple[str, str, str]] = {
@@ -17,7 +64,7 @@ CONN_TYPES: dict[str, tuple[str, str, str]] = {
 }
 
 
-def hook_for(conn_id: str, conn_type: str | None = None) -> Any:
+def hook_for(conn_id: str, conn_type: str | None = None) -> WorkloadIdentityHook:
     """The hook serving ``conn_id`` (its type read from the connection unless given)."""
     import importlib
 
@@ -32,16 +79,13 @@ def hook_for(conn_id: str, conn_type: str | None = None) -> Any:
             f"use one of {', '.join(CONN_TYPES)}",
         )
     module, name, keyword = CONN_TYPES[conn_type]
-    return getattr(importlib.import_module(module), name)(**{keyword: conn_id})
+    hook: WorkloadIdentityHook = getattr(importlib.import_module(module), name)(**{keyword: conn_id})
+    return hook
 
 
-def whoami(hook: Any, *, verify: bool) -> Any:
-    """``hook.whoami``, with one live verification call where the cloud's hook offers it (AWS, GCP)."""
-    import inspect
-
-    if verify and "verify" in inspect.signature(hook.whoami).parameters:
-        return hook.whoami(verify=True)
-    return hook.whoami()
+def whoami(hook: WorkloadIdentityHook, *, verify: bool) -> IdentityReport:
+    """``hook.whoami(verify=verify)`` (every hook takes ``verify``)."""
+    return hook.whoami(verify=verify)
 
 
 def tested_where() -> str:

@@ -261,6 +261,10 @@ class SharedTokenCredential:
                     self._claims.pop(key, None)
         return token.get()
 
+    def refresh_now(self, *scopes: str) -> AccessTokenInfo:
+        """A new token for ``scopes`` from the identity endpoint now (unless another caller just got one)."""
+        return self._token_for((scopes, None)).get(force=True)
+
     async def aget_token_info(self, *scopes: str, options: Mapping[str, Any] | None = None) -> AccessTokenInfo:
         """For the event loop: no thread while the token is usable; a refresh runs off the loop."""
         if options and options.get("claims"):
@@ -361,10 +365,13 @@ class AsyncSharedTokenCredential:
         await self.close()
 
 
-def report(shared: SharedTokenCredential, conn_id: str | None, scopes: tuple[str, ...]) -> IdentityReport:
-    """Acquire a token for ``scopes`` and say who it is, from its claims."""
+def report(
+    shared: SharedTokenCredential, conn_id: str | None, scopes: tuple[str, ...], *, verify: bool = False
+) -> IdentityReport:
+    """Acquire a token for ``scopes`` and say who it is, from its claims (``verify``: a new token now,
+    proving the identity works at this moment, not only that a cached token exists)."""
     identity = shared.identity
-    info = shared.get_token_info(*scopes)
+    info = shared.refresh_now(*scopes) if verify else shared.get_token_info(*scopes)
     claims = unverified_claims(info.token)
     import datetime as dt
 
@@ -393,7 +400,10 @@ def report(shared: SharedTokenCredential, conn_id: str | None, scopes: tuple[str
                 method=f"Kubernetes service account token (iss {sa.get('iss', '?')})",
             ),
         )
-    return IdentityReport(cloud="azure", conn_id=conn_id, hops=tuple(hops), notes=(f"scopes: {', '.join(scopes)}",))
+    notes = [f"scopes: {', '.join(scopes)}"]
+    if verify:
+        notes.append("verified now: a new token was issued for this identity")
+    return IdentityReport(cloud="azure", conn_id=conn_id, hops=tuple(hops), notes=tuple(notes))
 
 
 def resolve(

@@ -92,9 +92,15 @@ class AzureWorkloadIdentityHook(BaseHook):
     def get_conn(self) -> SharedTokenCredential:
         return self.get_credential()
 
-    def whoami(self, *scopes: str) -> IdentityReport:
-        """Acquire a token and say who it is: mode, client id, tenant, object id and audience (claims)."""
-        return report(self.get_credential(), self.azure_conn_id, scopes or self.spec.default_scopes())
+    def get_credentials(self) -> SharedTokenCredential:
+        """The shared credential (:meth:`get_credential`), under the name the three hooks share."""
+        return self.get_credential()
+
+    def whoami(self, *scopes: str, verify: bool = False) -> IdentityReport:
+        """Acquire a token and say who it is: mode, client id, tenant, object id and audience (claims).
+
+        ``verify=True`` asks for a new token now instead of reporting the cached one."""
+        return report(self.get_credential(), self.azure_conn_id, scopes or self.spec.default_scopes(), verify=verify)
 
     def policy_plan(self) -> Plan:
         """The federated credential / IMDS attachment and the role assignment this connection needs."""
@@ -102,12 +108,22 @@ class AzureWorkloadIdentityHook(BaseHook):
 
         return required_setup(self.get_credential().identity)
 
-    def explain_access_denied(self, error: Exception, *, scope: str, role: str = "Storage Blob Data Reader") -> str:
-        """Remediation for a storage 403: the token's audience and object id, and the role assignment."""
+    def explain_access_denied(
+        self,
+        error: Exception,
+        *,
+        resource: str | None = None,
+        scope: str | None = None,
+        role: str = "Storage Blob Data Reader",
+    ) -> str:
+        """Remediation for a storage 403: the token's audience and object id, and the role assignment.
+
+        ``resource`` (or its Azure name ``scope``) is the role-assignment scope that was refused."""
         from airflow_workload_identity.azure.policy import explain_storage_denied
 
         claims = unverified_claims(self.get_token("https://storage.azure.com/.default"))
-        return explain_storage_denied(error, token_claims=claims, scope=scope, role=role)
+        where = resource or scope or "<the storage account or container>"
+        return explain_storage_denied(error, token_claims=claims, scope=where, role=role)
 
     def policy(self) -> str:
         """:meth:`policy_plan` as text for people."""

@@ -101,12 +101,20 @@ class GcpWorkloadIdentityHook(BaseHook):
             chain.source.token.ensure()
         return required_bindings(self.spec.impersonation_chain, chain.source.email())
 
-    def explain_access_denied(self, error: Exception, *, bucket: str, role: str = "roles/storage.objectViewer") -> str:
+    def explain_access_denied(
+        self,
+        error: Exception,
+        *,
+        resource: str | None = None,
+        bucket: str | None = None,
+        role: str = "roles/storage.objectViewer",
+    ) -> str:
         """Remediation text for a 403 a client of this hook got on a bucket: who was refused, and the
-        ``gcloud`` binding that would allow it."""
+        ``gcloud`` binding that would allow it. ``resource`` (or its GCS name ``bucket``) is the bucket."""
         from airflow_workload_identity.gcp.policy import explain_storage_denied
 
-        return explain_storage_denied(error, principal=self.spec.target, bucket=bucket, role=role)
+        where = resource or bucket or "<bucket>"
+        return explain_storage_denied(error, principal=self.spec.target, bucket=where, role=role)
 
     def policy(self) -> str:
         """:meth:`policy_plan` as text for people."""
