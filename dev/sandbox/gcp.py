@@ -54,7 +54,7 @@ from gcp_storage_emulator.handlers import buckets as emulator_buckets
 from gcp_storage_emulator.handlers import objects as emulator_objects
 from gcp_storage_emulator.storage import Storage
 
-from . import _gcp_storage
+from . import _gcp_secretmanager, _gcp_storage
 from . import _gcp_wire as wire
 from ._gcp_wire import (
     CLOUD_PLATFORM_SCOPE,
@@ -471,6 +471,13 @@ class GcpSandbox:
         self.metadata_host = f"127.0.0.1:{self._serve('metadata', _MetadataHandler, metadata_port)}"
         self.iam_endpoint = f"http://127.0.0.1:{self._serve('iam', _IamHandler, iam_port)}"
         self.storage_host = f"http://127.0.0.1:{self._serve('storage', _gcp_storage.StorageFrontHandler, storage_port)}"
+        # Secret Manager API (secrets backends): secrets and their IAM live in the fake (_gcp_secretmanager.py)
+        sc = self.scenario
+        projects = {sc.platform_project: sc.platform_project_number, sc.customer_project: sc.customer_project_number}
+        self.secret_manager = _gcp_secretmanager.SecretManagerFake(self, projects)
+        self.secret_manager_endpoint = (
+            f"http://127.0.0.1:{self._serve('secretmanager', _gcp_secretmanager.SecretManagerHandler, 0)}"
+        )
         self._started = True
 
     def seed(self) -> None:
