@@ -7,23 +7,163 @@
     doctor  [--json] [--probe-defaults]
                                     ambient identities, projected tokens' claims, endpoints, connections
 
-Run it in a worker pod: the ambient identity it uses is the one of the process. Exit status: 0 on
-success, 1 on a ``WorkloadIdentityError`` (explained, no traceback), 2 on bad usage.
+Run it in a worker pod: the ambient identity it uses is the one of the process. A failure is one line on
+stderr (``explain`` prints its full explanation on stdout), never a traceback unless --traceback is given.
+
+exit status:
+    0    success
+    1    doctor found an invalid connection
+    2    bad input: a connection field holds a bad value (the line names the field and the fix), or bad
+         command-line usage
+    3    no such connection (not in AIRFLOW_CONN_<ID>, a secrets backend or the metadata database)
+    4    the connection has another type than the package's three
+    5    access denied: the cloud refused a hop (explain prints the hop and what to grant)
+    6    identity mismatch: the identity reached is not the one the connection pins
+    7    no ambient identity in this process (IRSA, Pod Identity, GKE metadata, AKS token file, IMDS)
+    8    transient: a cloud endpoint kept failing after the bounded retries
+    9    another error of this package
+    70   internal error (a bug: rerun with --traceback and report it)
+    130  interrupted (Ctrl-C)
+    141  output closed early (a broken pipe, e.g. piped into head)
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import importlib
 import json
+import logging
 import os
 import sys
+import traceback
 from collections.abc import Sequence
+from enum import IntEnum
 from typing import Any
 
-from airflow_workload_identity.errors import AccessDenied, ConfigError, WorkloadIdentityError
+from airflow_workload_identity.errors import (
+    AccessDenied,
+    ConfigError,
+    IdentityMismatch,
+    IdentityUnavailable,
+    TransientError,
+    WorkloadIdentityError,
+)
 from airflow_workload_identity.hooks import CONN_TYPES, hook_for, whoami
 
-__all__ = ["main"]
+__all__ = ["Exit", "main"]
+
+PROG = "airflow-workload-identity"
+
+
+class Exit(IntEnum):
+    """The exit statuses (documented in ``--help`` and docs/cli.md)."""
+
+    OK = 0
+    INVALID_CONNECTION = 1
+    BAD_INPUT = 2
+    NOT_FOUND = 3
+    WRONG_TYPE = 4
+    ACCESS_DENIED = 5
+    IDENTITY_MISMATCH = 6
+    NO_IDENTITY = 7
+    TRANSIENT = 8
+    OTHER_ERROR = 9
+    INTERNAL = 70
+    INTERRUPTED = 130
+    BROKEN_PIPE = 141
+
+
+def exit_status(exc: BaseException) -> Exit:
+    """The exit status for an error the CLI reports."""
+    if isinstance(exc, ConfigError):
+        return Exit.WRONG_TYPE if exc.field == "conn_type" else Exit.BAD_INPUT
+    for kind, status in (
+        (AccessDenied, Exit.ACCESS_DENIED),
+        (IdentityMismatch, Exit.IDENTITY_MISMATCH),
+        (IdentityUnavailable, Exit.NO_IDENTITY),
+        (TransientError, Exit.TRANSIENT),
+        (WorkloadIdentityError, Exit.OTHER_ERROR),
+    ):
+        if isinstance(exc, kind):
+            return status
+    if _is_not_found(exc):
+        return Exit.NOT_FOUND
+    return Exit.INTERNAL
+
+
+def _not_found_types() -> tuple[type[BaseException], ...]:
+    """Airflow's "no such connection" exception classes (one class on 3.x; 2.11 has only the first)."""
+    found: list[type[BaseException]] = []
+    for module in ("airflow.exceptions", "airflow.sdk.exceptions"):
+        try:
+            kind = importlib.import_module(module).AirflowNotFoundException
+        except (ImportError, AttributeError):
+            continue
+        if isinstance(kind, type) and issubclass(kind, BaseException) and kind not in found:
+            found.append(kind)
+    return tuple(found)
+
+
+def _is_not_found(exc: BaseException) -> bool:
+    return not isinstance(exc, WorkloadIdentityError) and isinstance(exc, _not_found_types())
+
+
+def _one_line(text: str) -> str:
+    return " ".join(text.split())
+
+
+def error_line(exc: BaseException, conn_id: str | None = None) -> str:
+    """The one line the CLI prints for ``exc`` (secrets redacted by the caller)."""
+    status = exit_status(exc)
+    if status is Exit.NOT_FOUND:
+        name = conn_id or "?"
+        return (
+            f"{PROG}: connection {name!r} not found (looked in AIRFLOW_CONN_{name.upper()}, the secrets "
+            f"backend and the metadata database). Fix: define it, e.g. 'airflow connections add {name} "
+            "--conn-type aws_workload_identity --conn-extra ...', or check the id's spelling"
+        )
+    if isinstance(exc, AccessDenied):
+        first = str(exc).splitlines()[0] if str(exc) else "access denied"
+        hint = f"; run '{PROG} explain {conn_id}' for what to grant" if conn_id else ""
+        return f"{PROG}: AccessDenied: {_one_line(first)}{hint}"
+    if isinstance(exc, WorkloadIdentityError):
+        return f"{PROG}: {type(exc).__name__}: {_one_line(str(exc))}"
+    return f"{PROG}: internal error: {type(exc).__name__}: {_one_line(str(exc))} (rerun with --traceback)"
+
+
+class _DropExtraParseErrors(logging.Filter):
+    """Airflow logs a traceback when a connection's extra is not JSON; the CLI reports it as one line
+    (a ``ConfigError`` on the field ``extra``), so that record is dropped in the CLI process."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith("Failed to deserialize extra property")
+
+
+_EXTRA_FILTER = _DropExtraParseErrors()
+
+
+def _quiet_extra_parse_errors() -> None:
+    import airflow_workload_identity._compat  # noqa: F401  (Airflow configures its loggers on import)
+
+    for name in ("airflow.sdk.definitions.connection", "airflow.models.connection"):
+        logging.getLogger(name).addFilter(_EXTRA_FILTER)
+
+
+def _say(line: str) -> None:
+    """Print one line on stderr; a closed stderr is not worth a traceback."""
+    with contextlib.suppress(OSError, ValueError):
+        print(line, file=sys.stderr, flush=True)
+
+
+def _stdout_to_devnull() -> None:
+    """After EPIPE: point stdout at /dev/null so the interpreter's final flush cannot fail again
+    (https://docs.python.org/3/library/signal.html#note-on-sigpipe)."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError):  # stdout without a file descriptor (a test's capture)
+        pass
 
 
 def _color(text: str, code: str) -> str:
@@ -62,7 +202,7 @@ def _explain(args: argparse.Namespace) -> int:
         else:
             print(_color(f"FAILED: {type(exc).__name__}", "31"))
             print(str(exc))
-        return 1
+        raise  # and, like every command: one line on stderr, the error's exit status
     if args.json:
         print(json.dumps({"ok": True, "report": report.to_dict()}, indent=2))
     else:
@@ -146,7 +286,10 @@ def _doctor(args: argparse.Namespace) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="airflow-workload-identity", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+        prog=PROG, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--traceback", action="store_true", help="on an unexpected error, print the Python traceback too"
     )
     commands = parser.add_subparsers(dest="command", required=True)
     for name, run, text in (
@@ -174,12 +317,30 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="also probe link-local metadata endpoints not named by the environment",
     )
     doctor.set_defaults(run=_doctor)
-    args = parser.parse_args(argv)
     try:
-        return int(args.run(args))
-    except WorkloadIdentityError as exc:
-        print(f"{type(exc).__name__}: {exc}", file=sys.stderr)
-        return 1
+        args = parser.parse_args(argv)
+    except KeyboardInterrupt:
+        _say(f"{PROG}: interrupted")
+        return Exit.INTERRUPTED
+    conn_id = getattr(args, "conn_id", None)
+    try:
+        _quiet_extra_parse_errors()
+        status = int(args.run(args))
+        sys.stdout.flush()  # inside the try: a closed pipe surfaces here, not at interpreter exit
+        return status
+    except BrokenPipeError:
+        _stdout_to_devnull()
+        _say(f"{PROG}: output closed before everything was written (broken pipe)")
+        return Exit.BROKEN_PIPE
+    except KeyboardInterrupt:
+        _say(f"{PROG}: interrupted")
+        return Exit.INTERRUPTED
+    except Exception as exc:
+        status = exit_status(exc)
+        if status is Exit.INTERNAL and args.traceback:
+            _say("".join(traceback.format_exception(exc)).rstrip())
+        _say(error_line(exc, conn_id))
+        return status
 
 
 if __name__ == "__main__":

@@ -62,9 +62,9 @@ def test_cli_reports_errors_without_a_traceback(
 ) -> None:
     pod.irsa()
     conn = connection("bad", role_arn="arn:aws:iam::1:role/x")
-    assert main(["whoami", conn]) == 1
+    assert main(["whoami", conn]) == 2
     err = capsys.readouterr().err
-    assert err.startswith("ConfigError: aws_workload_identity connection field 'role_arn'")
+    assert err.startswith("airflow-workload-identity: ConfigError: aws_workload_identity connection field 'role_arn'")
     assert "Traceback" not in err
 
 

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-from airflow_workload_identity.cli import main
+from airflow_workload_identity.cli import Exit, main
 from airflow_workload_identity.errors import AccessDenied, IdentityMismatch
 from airflow_workload_identity.operators import WorkloadIdentityCheckOperator
 from dev.sandbox import AwsSandbox
@@ -65,7 +65,7 @@ def test_cli_explain_names_the_failing_hop(
 ) -> None:
     sc = gke.scenario
     conn = gcp_connection("bad", impersonation_chain=[sc.hop_sa, sc.no_creator_sa])
-    assert main(["explain", conn, "--json"]) == 1
+    assert main(["explain", conn, "--json"]) == Exit.ACCESS_DENIED
     out = json.loads(capsys.readouterr().out)
     assert out["ok"] is False and out["error"] == "AccessDenied"
     assert (out["hop"], out["caller"], out["target"]) == (2, sc.hop_sa, sc.no_creator_sa)
@@ -105,7 +105,7 @@ def test_operator_and_cli_on_azure(
     assert f"--subject {sc.service_account_subject}" in capsys.readouterr().out
     aks.workload_identity(sub=sc.wrong_subject)
     wrong = azure_connection("wrong", scopes=["https://management.azure.com/.default"])
-    assert main(["explain", wrong, "--json"]) == 1
+    assert main(["explain", wrong, "--json"]) == Exit.ACCESS_DENIED
     out = json.loads(capsys.readouterr().out)
     assert out["error"] == "AccessDenied" and "az identity federated-credential create" in out["fix"]
 
@@ -139,7 +139,8 @@ def test_cli_whoami_and_explain_on_each_cloud(
         assert main(["explain", conn]) == 0, cloud
         assert "OK: all" in capsys.readouterr().out
     for cloud, conn in bad.items():
-        assert main(["explain", conn, "--json"]) == 1, cloud
+        # refused by the cloud: a hop denied, or (Azure) the client id the connection names is unknown
+        assert main(["explain", conn, "--json"]) in (Exit.ACCESS_DENIED, Exit.BAD_INPUT), cloud
         out = json.loads(capsys.readouterr().out)
         assert out["ok"] is False and out["fix"], (cloud, out)
 
