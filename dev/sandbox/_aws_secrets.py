@@ -110,7 +110,7 @@ def install() -> None:
     ):
         if getattr(cls.__dict__.get("_authenticate_and_authorize_normal_action"), _MARK, False):
             continue
-        cls._determine_resource = resource  # type: ignore[attr-defined]
+        setattr(cls, "_determine_resource", resource)  # noqa: B010  (moto reads it when present)
         cls._authenticate_and_authorize_normal_action = _json_denial(  # type: ignore[method-assign]
             cls._authenticate_and_authorize_normal_action
         )

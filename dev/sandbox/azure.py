@@ -47,7 +47,7 @@ from urllib.parse import parse_qs, urlsplit
 import jwt
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from . import _azure_tls
+from . import _azure_keyvault, _azure_tls
 from ._azure_azurite import ACCOUNT_KEY, ACCOUNT_NAME, AzuriteBlob
 from ._azure_http import LoopbackServer, QuietHandler
 from ._azure_storage import READER, StorageProxyHandler, StorageRbac
@@ -460,6 +460,12 @@ class AzureSandbox:
         )
         self._entra.start("azure-sandbox-entra")
         self.authority_host = f"https://127.0.0.1:{self._entra.port}"
+        # Key Vault (secrets backends): secrets and RBAC live in the fake (_azure_keyvault.py)
+        self.key_vault = _azure_keyvault.KeyVaultFake(self)
+        vault_handler = type("KeyVaultHandler", (_azure_keyvault.KeyVaultHandler,), {"vault": self.key_vault})
+        self._key_vault_server = LoopbackServer(vault_handler, 0, self.tls.server_context())
+        self._key_vault_server.start("azure-sandbox-keyvault")
+        self.key_vault.url = f"https://127.0.0.1:{self._key_vault_server.port}"
         if azurite:
             self.azurite = AzuriteBlob(self.tls, self.tmp_dir / "azurite")
             self.azurite.start()
@@ -510,7 +516,7 @@ class AzureSandbox:
             return
         self._stopped = True
         self.faults.close()
-        for server in (self._proxy, self._entra, self._imds):
+        for server in (self._proxy, self._entra, self._imds, getattr(self, "_key_vault_server", None)):
             if server is not None:
                 with contextlib.suppress(Exception):
                     server.stop()
