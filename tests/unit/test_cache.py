@@ -596,3 +596,31 @@ def test_a_reader_never_sees_a_partial_entry_while_a_writer_rewrites(store: Host
     assert problems == []
     assert len(set(seen)) > 1  # the writer really was rewriting while we read
     assert [name for name in os.listdir(directory) if name.endswith(".tmp")] == []
+
+
+def test_async_callers_through_to_thread_share_one_mint(store: HostTokenStore) -> None:
+    import asyncio
+
+    key = key_for()
+    mints: list[int] = []
+
+    def get_or_mint() -> dict[str, str]:
+        hit = store.load(key)
+        if hit is not None:
+            return hit[0]
+        with store.lock(key, timeout=30):
+            hit = store.load(key)
+            if hit is not None:
+                return hit[0]
+            mints.append(1)
+            time.sleep(0.1)
+            payload = {"token": f"t{len(mints)}"}
+            store.save(key, payload, time.time() + 600)
+            return payload
+
+    async def main() -> list[dict[str, str]]:
+        return await asyncio.gather(*(asyncio.to_thread(get_or_mint) for _ in range(10)))
+
+    results = asyncio.run(main())
+    assert len(mints) == 1
+    assert results == [{"token": "t1"}] * 10
