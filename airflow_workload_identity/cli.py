@@ -227,23 +227,32 @@ def _package_connections() -> tuple[dict[str, tuple[str, Any]], list[str]]:
         if not name.startswith("AIRFLOW_CONN_"):
             continue
         conn_id = name.removeprefix("AIRFLOW_CONN_").lower()
+        if value.lstrip().startswith("{"):  # read here: Airflow's model refuses an extra that is not JSON
+            try:
+                body = json.loads(value)
+            except json.JSONDecodeError:
+                body = None
+            if not isinstance(body, dict):
+                notes.append(f"{name}: not a valid connection (not a JSON object)")
+                continue
+            conn_type = str(body.get("conn_type") or "").replace("-", "_")
+            extra = body.get("extra")
+            if conn_type in CONN_TYPES:
+                found[conn_id] = (conn_type, extra if extra is None or isinstance(extra, str) else json.dumps(extra))
+            continue
         try:
-            conn = (
-                Connection.from_json(value, conn_id=conn_id)
-                if value.lstrip().startswith("{")
-                else Connection(conn_id=conn_id, uri=value)
-            )
+            conn = Connection(conn_id=conn_id, uri=value)
         except Exception as exc:  # a malformed variable is a finding, not a crash
             notes.append(f"{name}: not a valid connection ({type(exc).__name__})")
             continue
-        if conn.conn_type in CONN_TYPES:
-            found[conn_id] = (str(conn.conn_type), conn.extra_dejson)
+        if conn.conn_type in CONN_TYPES:  # the stored text: an extra that is not JSON is reported as such
+            found[conn_id] = (str(conn.conn_type), conn.extra)
     try:
         from airflow.utils.session import create_session
 
         with create_session() as session:
             for conn in session.query(Connection).filter(Connection.conn_type.in_(list(CONN_TYPES))):
-                found.setdefault(str(conn.conn_id), (str(conn.conn_type), conn.extra_dejson))
+                found.setdefault(str(conn.conn_id), (str(conn.conn_type), conn.extra))
     except Exception as exc:
         notes.append(f"metadata database not read ({type(exc).__name__}); environment connections only")
     return found, notes

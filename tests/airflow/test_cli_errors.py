@@ -283,3 +283,15 @@ def test_subprocess_ctrl_c_is_one_line_and_status_130(
     assert process.returncode == Exit.INTERRUPTED, err
     assert err.splitlines() == ["airflow-workload-identity: interrupted"], err
     assert out == ""
+
+
+def test_doctor_reports_an_extra_that_is_not_json_as_such(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    case = next(c for c in CASES if c.label == "aws:extra-invalid-json")
+    monkeypatch.setenv("AIRFLOW_CONN_BROKEN_TEXT", json.dumps({"conn_type": case.conn_type, "extra": case.extra}))
+    assert main(["doctor", "--json"]) == Exit.INVALID_CONNECTION
+    out, err = capsys.readouterr()
+    broken = next(c for c in json.loads(out)["connections"] if c["conn_id"] == "broken_text")
+    assert not broken["valid"] and "field 'extra': is not valid JSON" in broken["error"]
+    assert "Traceback" not in err
