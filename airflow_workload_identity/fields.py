@@ -206,8 +206,8 @@ class Field:
             if isinstance(values, Mapping):
                 for key, item in value.items():
                     if values.get("type") == "string" and not isinstance(item, str):
-                        raise fail(f"value of {key!r} must be a string")
-                    self._validate(item, values, conn_type, f"{where} value of {key!r}:")
+                        raise fail(f"value of {describe_value(key)} must be a string")
+                    self._validate(item, values, conn_type, f"{where} value of {describe_value(key)}:")
 
 
 # Shapes of credentials someone may paste into the wrong field: a JWT (a projected service-account token,
