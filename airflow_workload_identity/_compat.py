@@ -9,18 +9,10 @@ try:  # Airflow 3.x
 except ImportError:  # Airflow 2.11
     from airflow.hooks.base import BaseHook  # type: ignore[no-redef,attr-defined,unused-ignore]
 
-try:  # Airflow 3.x
-    from airflow.sdk.log import mask_secret as _mask_secret
-except ImportError:  # Airflow 2.11
-    from airflow.utils.log.secrets_masker import mask_secret as _mask_secret  # type: ignore[no-redef,unused-ignore]
+# Secrets are kept out of logs by ``redaction.py``, not by registering each token with Airflow's secrets
+# masker (which keeps every value forever): see docs/security.md, "Logs".
 
-__all__ = ["BaseHook", "connection_of_type", "get_connection", "mask_secret"]
-
-
-def mask_secret(value: Any) -> None:
-    """Register a derived secret (a session token, a secret key) with Airflow's log masker."""
-    if value:
-        _mask_secret(value)
+__all__ = ["BaseHook", "connection_of_type", "get_connection"]
 
 
 def get_connection(conn_id: str) -> Any:

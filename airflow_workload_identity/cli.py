@@ -41,6 +41,7 @@ from collections.abc import Sequence
 from enum import IntEnum
 from typing import Any
 
+from airflow_workload_identity import redaction
 from airflow_workload_identity.errors import (
     AccessDenied,
     ConfigError,
@@ -151,9 +152,9 @@ def _quiet_extra_parse_errors() -> None:
 
 
 def _say(line: str) -> None:
-    """Print one line on stderr; a closed stderr is not worth a traceback."""
+    """Print one line on stderr (secrets redacted); a closed stderr is not worth a traceback."""
     with contextlib.suppress(OSError, ValueError):
-        print(line, file=sys.stderr, flush=True)
+        print(redaction.redact(line), file=sys.stderr, flush=True)
 
 
 def _stdout_to_devnull() -> None:
@@ -333,6 +334,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return Exit.INTERRUPTED
     conn_id = getattr(args, "conn_id", None)
     try:
+        redaction.install()  # SDK DEBUG lines on stderr pass the same redaction as task logs
         _quiet_extra_parse_errors()
         status = int(args.run(args))
         sys.stdout.flush()  # inside the try: a closed pipe surfaces here, not at interpreter exit

@@ -16,8 +16,8 @@ from typing import Any
 import boto3
 from botocore.config import Config
 
-from airflow_workload_identity import __version__
-from airflow_workload_identity._compat import BaseHook, connection_of_type, mask_secret
+from airflow_workload_identity import __version__, redaction
+from airflow_workload_identity._compat import BaseHook, connection_of_type
 from airflow_workload_identity.attribution import RunContext
 from airflow_workload_identity.aws.credentials import (
     RoleChain,
@@ -62,12 +62,6 @@ def _thread_session(credentials: SharedCredentials, region: str | None) -> boto3
         session = boto3.session.Session(botocore_session=new_botocore_session(credentials, region))
         cache[key] = session
     return session
-
-
-def _mask_credentials(data: dict[str, Any]) -> None:
-    """Register each new secret key and session token with Airflow's masker as it is fetched."""
-    mask_secret(data.get("secret_key"))
-    mask_secret(data.get("token"))
 
 
 class AwsWorkloadIdentityHook(BaseHook):
@@ -120,7 +114,7 @@ class AwsWorkloadIdentityHook(BaseHook):
     def chain(self) -> RoleChain:
         """The shared chain for this connection in the current run context."""
         chain = resolve(self.spec, RunContext.current(self.aws_conn_id))
-        chain.credentials.add_listener(_mask_credentials)
+        redaction.watch(chain.credentials)  # keeps its secrets out of every log (redaction.py)
         return chain
 
     @property

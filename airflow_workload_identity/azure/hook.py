@@ -10,7 +10,8 @@ from collections.abc import Callable
 from functools import cached_property
 from typing import Any
 
-from airflow_workload_identity._compat import BaseHook, connection_of_type, mask_secret
+from airflow_workload_identity import redaction
+from airflow_workload_identity._compat import BaseHook, connection_of_type
 from airflow_workload_identity.azure.credentials import (
     AsyncSharedTokenCredential,
     SharedTokenCredential,
@@ -70,7 +71,7 @@ class AzureWorkloadIdentityHook(BaseHook):
     def get_credential(self) -> SharedTokenCredential:
         """An azure-core ``TokenCredential`` (shared per process) for any Azure SDK client."""
         credential = resolve(self.spec)
-        credential.add_listener(mask_secret)
+        redaction.watch(credential)  # keeps its tokens out of every log (redaction.py)
         return credential
 
     def get_async_credential(self) -> AsyncSharedTokenCredential:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from airflow_workload_identity import redaction
 from airflow_workload_identity.azure.spec import CONN_TYPE
 from airflow_workload_identity.errors import ConfigError
 
@@ -48,6 +49,7 @@ def install() -> None:
     """Route ``WasbHook`` / ``WasbAsyncHook`` on ``azure_workload_identity`` connections through the
     shared credential."""
     wasb, wasb_async = _classes()
+    redaction.install()
     if installed():
         return
     original_sync, original_async = wasb.get_conn, wasb_async.get_async_conn

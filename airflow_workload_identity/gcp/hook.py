@@ -12,7 +12,8 @@ import os
 from functools import cached_property
 from typing import Any
 
-from airflow_workload_identity._compat import BaseHook, connection_of_type, mask_secret
+from airflow_workload_identity import redaction
+from airflow_workload_identity._compat import BaseHook, connection_of_type
 from airflow_workload_identity.endpoints import check_override
 from airflow_workload_identity.errors import WorkloadIdentityError
 from airflow_workload_identity.gcp.credentials import GcpChain, SharedToken, resolve
@@ -58,8 +59,8 @@ class GcpWorkloadIdentityHook(BaseHook):
     @property
     def chain(self) -> GcpChain:
         chain = resolve(self.spec)
-        chain.token.add_listener(mask_secret)
-        chain.source.token.add_listener(mask_secret)
+        redaction.watch(chain.token)  # keeps its tokens out of every log (redaction.py)
+        redaction.watch(chain.source.token)
         return chain
 
     def get_credentials(self) -> SharedToken:

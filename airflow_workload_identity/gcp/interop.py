@@ -21,6 +21,7 @@ import dataclasses
 import os
 from typing import Any
 
+from airflow_workload_identity import redaction
 from airflow_workload_identity.gcp.spec import CONN_TYPE, normalise_account
 
 __all__ = ["install", "installed", "uninstall"]
@@ -41,6 +42,7 @@ def installed() -> bool:
 def install() -> None:
     """Route official Google hooks on ``gcp_workload_identity`` connections through the shared chain."""
     hook_class = _hook_class()
+    redaction.install()
     if installed():
         return
     original = hook_class.get_credentials_and_project_id
@@ -64,7 +66,10 @@ def install() -> None:
             spec.validate()
         if self.quota_project_id:
             spec = dataclasses.replace(spec, quota_project_id=self.quota_project_id)
-        credentials = resolve(spec).token
+        chain = resolve(spec)
+        credentials = chain.token
+        redaction.watch(credentials)  # keeps the chain's tokens out of every log (redaction.py)
+        redaction.watch(chain.source.token)
         project = spec.resolved_project(os.environ)
         self._cached_credentials, self._cached_project_id = credentials, project
         return credentials, project

@@ -373,6 +373,7 @@ class AzureSandbox:
         self._token_key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
         self._token_kid = secrets.token_urlsafe(20)
         self._lock = threading.Lock()
+        self._issued: list[str] = []  # every access token issued and assertion presented (issued_secrets())
         self._log: list[dict[str, Any]] = []
         #: Fault switches of ``imds`` and ``entra`` (see :mod:`dev.sandbox.faults`).
         self.faults = FaultInjector(("imds", "entra"))
@@ -781,7 +782,14 @@ class AzureSandbox:
         claims.update(extra_claims or {})
         headers = {"kid": self._token_kid, "x5t": self._token_kid}
         token = jwt.encode(claims, self._token_key, algorithm="RS256", headers=headers)
+        with self._lock:
+            self._issued.append(token)
         return token, now, int(claims["exp"])
+
+    def issued_secrets(self) -> list[str]:
+        """Every access token issued (IMDS, Entra) and client assertion presented so far (secrets tests)."""
+        with self._lock:
+            return list(self._issued)
 
     # --- IMDS logic
 
@@ -930,6 +938,9 @@ class AzureSandbox:
                 "by any user in the tenant. You may have sent your authentication request to the wrong tenant.",
             )
         assertion = form.get("client_assertion", "")
+        if assertion:
+            with self._lock:
+                self._issued.append(assertion)
         if not assertion:
             return err(
                 "invalid_client",

@@ -272,6 +272,7 @@ class _State:
     calls: Counter[str] = field(default_factory=Counter)
     token_ttl: int | None = None
     metadata_scopes: tuple[str, ...] | None = None
+    id_tokens: list[str] = field(default_factory=list)  # every ID token issued (read by issued_secrets())
 
 
 def _unique_id(email: str) -> str:
@@ -861,7 +862,15 @@ class GcpSandbox:
         if include_email:
             claims.update(email=email, email_verified=True)
         claims.update(exp=now + (3600 if ttl is None else ttl), iat=now, iss=GOOGLE_ISSUER, sub=uid)
-        return jwt.encode(claims, self._google_private_key(), algorithm="RS256", headers={"kid": self._google_kid})
+        token = jwt.encode(claims, self._google_private_key(), algorithm="RS256", headers={"kid": self._google_kid})
+        with self._lock:
+            self._state.id_tokens.append(token)
+        return token
+
+    def issued_secrets(self) -> list[str]:
+        """Every access token (metadata and IAM Credentials) and ID token issued so far (secrets tests)."""
+        with self._lock:
+            return [*self._state.tokens, *self._state.id_tokens]
 
     def verify_id_token(self, token: str, audience: str) -> dict[str, Any]:
         """Check an ID token minted by the fakes (signature, ``iss``, ``aud``, ``exp``); returns its claims."""

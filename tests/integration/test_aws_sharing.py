@@ -184,7 +184,7 @@ def test_async_credentials_reuse_fresh_sync_credentials_without_sts(
 def test_derived_secrets_are_masked_and_never_in_reprs(
     pod: Pod, aws_sandbox: AwsSandbox, connection: Callable[..., str]
 ) -> None:
-    from airflow.sdk._shared.secrets_masker import redact
+    from airflow_workload_identity.redaction import redact
 
     sc = aws_sandbox.scenario
     pod.irsa()
