@@ -16,8 +16,8 @@ __all__ = [
     "AZURE_MI_EXCLUDE_WORKLOAD_IDENTITY",
     "apply_refresh_data",
     "botocore_expiry",
+    "check_container_metadata_url",
     "gce_metadata_host",
-    "gce_metadata_ping",
     "refresh_wi_token_file",
     "set_loader_search_paths",
     "web_identity_call",
@@ -52,6 +52,14 @@ def _apply(credentials: Any, data: dict[str, Any]) -> None:
         credentials._staged_expiry_time = None
 
 
+def check_container_metadata_url(url: str) -> None:
+    """botocore's rule for container credential URLs (https, loopback, or the EKS/ECS agent addresses);
+    ``ValueError`` otherwise."""
+    from botocore.utils import ContainerMetadataFetcher
+
+    ContainerMetadataFetcher()._validate_allowed_url(url)
+
+
 def botocore_expiry(credentials: Any) -> dt.datetime | None:
     """When botocore refreshable credentials expire (``None`` for static ones)."""
     value = getattr(credentials, "_expiry_time", None)
@@ -75,13 +83,6 @@ def gce_metadata_host() -> str:
     except ImportError:  # pragma: no cover
         return "metadata.google.internal"
     return str(getattr(_metadata, "_GCE_METADATA_HOST", "metadata.google.internal"))
-
-
-def gce_metadata_ping(request: Any, *, timeout: float, retry_count: int) -> bool:
-    """google-auth's metadata server probe (200 with ``Metadata-Flavor: Google``)."""
-    from google.auth.compute_engine import _metadata
-
-    return bool(_metadata.ping(request, timeout=timeout, retry_count=retry_count))  # type: ignore[no-untyped-call]
 
 
 # -- azure-identity ---------------------------------------------------------------------------------------------

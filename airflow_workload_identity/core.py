@@ -155,7 +155,8 @@ class RefreshingToken(Generic[T]):
     :param describe: what this token is, for logs and errors (never a secret).
     :param codec: how the token is stored in a host cache (needed only with ``store``).
     :param store: the host cache; ``store_key`` is this token's key in it.
-    :param max_attempts: mints per refresh when they raise ``TransientError`` (1 where the SDK retries).
+    :param max_attempts: attempts per refresh when mints raise ``TransientError``, counting the SDK's own
+        (``TransientError.attempts``): a mint whose SDK already retried that often is not repeated.
     :param attempt_timeout: the longest one mint can take; no retry starts unless it can finish in budget.
     :param clock: epoch seconds (injectable for tests); ``sleep`` and ``rng`` likewise.
     """
@@ -423,7 +424,7 @@ class RefreshingToken(Generic[T]):
                 minted = self._mint()
             except TransientError as exc:
                 attempts += max(exc.attempts, 1)
-                if tries >= self._max_attempts:
+                if attempts >= self._max_attempts:  # the SDK's own retries count against the attempts
                     raise (exc if tries == 1 else exc.with_attempts(attempts)) from exc
                 if exc.retry_after is not None:
                     delay = max(0.0, exc.retry_after)

@@ -18,8 +18,15 @@ from airflow_workload_identity.aws.policy import explain_assume_role_error
 from airflow_workload_identity.aws.shared import SharedCredentials, _iso
 from airflow_workload_identity.aws.sources import Source
 from airflow_workload_identity.aws.spec import AssumeRoleHop, account_of
-from airflow_workload_identity.aws.sts import STS_MAX_ATTEMPTS, StsEndpoint, caller_arn, sts_client
-from airflow_workload_identity.errors import IdentityMismatch, TransientError
+from airflow_workload_identity.aws.sts import (
+    STS_MAX_ATTEMPTS,
+    StsEndpoint,
+    caller_arn,
+    sdk_transient,
+    sts_client,
+    with_http_details,
+)
+from airflow_workload_identity.errors import IdentityMismatch
 
 __all__ = ["HopCredentials"]
 
@@ -78,7 +85,7 @@ class HopCredentials:
         try:
             response = client.assume_role(**self.hop.assume_role_kwargs())
         except ClientError as error:
-            raise explain_assume_role_error(
+            explained = explain_assume_role_error(
                 error,
                 hop_index=self.index,
                 hops=self.total,
@@ -87,13 +94,13 @@ class HopCredentials:
                 endpoint=self.endpoint_url(),
                 source_identity_carried=self.source_identity_carried,
                 attempts=STS_MAX_ATTEMPTS,
-            ) from error
+            )
+            raise with_http_details(explained, error, self.endpoint_url()) from error
         except BotoCoreError as error:
-            raise TransientError(
+            raise sdk_transient(
                 f"sts:AssumeRole {self.hop.role_arn} (hop {self.index} of {self.total}) at {self.endpoint_url()}",
-                STS_MAX_ATTEMPTS,
-                f"{type(error).__name__}: {error}",
-                endpoint=self.endpoint_url(),
+                error,
+                self.endpoint_url(),
             ) from error
         arn = response["AssumedRoleUser"]["Arn"]
         if self.expected_accounts and account_of(arn) not in self.expected_accounts:

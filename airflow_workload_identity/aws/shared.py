@@ -18,7 +18,7 @@ from botocore.credentials import DeferredRefreshableCredentials
 from botocore.utils import parse_timestamp
 
 from airflow_workload_identity._sdk import apply_refresh_data
-from airflow_workload_identity.aws.sts import STS_ATTEMPT_SECONDS
+from airflow_workload_identity.aws.sts import STS_ATTEMPT_SECONDS, STS_MAX_ATTEMPTS
 from airflow_workload_identity.core import Minted, RefreshingToken, TokenState, TokenStore
 from airflow_workload_identity.registry import refresh_windows as _refresh_windows
 
@@ -64,6 +64,8 @@ class SharedCredentials(DeferredRefreshableCredentials):  # type: ignore[misc]
         windows: Callable[[float], tuple[float, float]] = _refresh_windows,
         store: TokenStore | None = None,
         store_key: str | None = None,
+        max_attempts: int = STS_MAX_ATTEMPTS,
+        attempt_timeout: float = STS_ATTEMPT_SECONDS,
     ) -> None:
         if clock is None:
             super().__init__(refresh_using=fetch, method=method)
@@ -81,7 +83,8 @@ class SharedCredentials(DeferredRefreshableCredentials):  # type: ignore[misc]
             store_key=store_key,
             clock=(lambda: clock().timestamp()) if clock is not None else time.time,
             windows=windows,
-            attempt_timeout=STS_ATTEMPT_SECONDS,
+            max_attempts=max_attempts,
+            attempt_timeout=attempt_timeout,
         )
         self.core.add_listener(self._on_new)
 

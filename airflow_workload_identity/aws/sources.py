@@ -7,15 +7,18 @@ in :class:`~airflow_workload_identity.aws.shared.SharedCredentials`, shared per 
 from __future__ import annotations
 
 import datetime as dt
+import json
 from collections.abc import Callable, Hashable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from botocore.awsrequest import AWSRequest
 from botocore.credentials import AssumeRoleWithWebIdentityCredentialFetcher, Credentials
-from botocore.exceptions import BotoCoreError, ClientError
-from botocore.utils import ContainerMetadataFetcher, FileWebIdentityTokenLoader
+from botocore.exceptions import BotoCoreError, ClientError, HTTPClientError
+from botocore.httpsession import URLLib3Session
+from botocore.utils import FileWebIdentityTokenLoader
 
-from airflow_workload_identity._sdk import web_identity_call
+from airflow_workload_identity._sdk import check_container_metadata_url, web_identity_call
 from airflow_workload_identity.attribution import RunContext, fit
 from airflow_workload_identity.aws.policy import explain_web_identity_error
 from airflow_workload_identity.aws.shared import SharedCredentials, _iso
@@ -25,7 +28,9 @@ from airflow_workload_identity.aws.sts import (
     StsEndpoint,
     caller_arn,
     new_botocore_session,
+    sdk_transient,
     sts_client,
+    with_http_details,
 )
 from airflow_workload_identity.errors import IdentityUnavailable, TransientError
 from airflow_workload_identity.registry import Registry
@@ -101,21 +106,17 @@ class _WebIdentityFetcher(AssumeRoleWithWebIdentityCredentialFetcher):  # type: 
             ) from None
         except ClientError as error:
             claims = unverified_claims(FileWebIdentityTokenLoader(self._token_file)())
-            raise explain_web_identity_error(
+            explained = explain_web_identity_error(
                 error,
                 role_arn=self.role_arn,
                 token_file=self._token_file,
                 claims=claims,
                 endpoint=self._endpoint.describe(),
                 attempts=STS_MAX_ATTEMPTS,
-            ) from error
+            )
+            raise with_http_details(explained, error, self._endpoint.describe()) from error
         except BotoCoreError as error:
-            raise TransientError(
-                "sts:AssumeRoleWithWebIdentity",
-                STS_MAX_ATTEMPTS,
-                f"{type(error).__name__}: {error}",
-                endpoint=self._endpoint.describe(),
-            ) from error
+            raise sdk_transient("sts:AssumeRoleWithWebIdentity", error, self._endpoint.describe()) from error
         creds = response["Credentials"]
         arn = response["AssumedRoleUser"]["Arn"]
         return {
@@ -128,9 +129,22 @@ class _WebIdentityFetcher(AssumeRoleWithWebIdentityCredentialFetcher):  # type: 
         }
 
 
+#: The EKS Pod Identity agent: botocore's per-request timeout; the core retries 429/5xx/resets/malformed.
+POD_IDENTITY_TIMEOUT = 2.0
+POD_IDENTITY_ATTEMPTS = 3
+
+
 def _pod_identity_fetch(uri: str, env: Mapping[str, str]) -> Callable[[], dict[str, Any]]:
+    """One request to the Pod Identity agent (botocore's HTTP session and URL rule), classified by its
+    HTTP status: 429/5xx, resets, timeouts and malformed answers are ``TransientError`` (retried by the
+    core within the budget), other answers ``IdentityUnavailable``."""
     token_file = env.get("AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE")
-    fetcher = ContainerMetadataFetcher()  # 2 s timeout, 3 attempts: botocore's own
+    try:
+        check_container_metadata_url(uri)
+    except ValueError as exc:
+        raise IdentityUnavailable("pod_identity", POD_IDENTITY_ENV, str(exc)) from None
+    session = URLLib3Session(timeout=POD_IDENTITY_TIMEOUT)
+    operation = "EKS Pod Identity agent credentials"
 
     def fetch() -> dict[str, Any]:
         if token_file:
@@ -143,19 +157,37 @@ def _pod_identity_fetch(uri: str, env: Mapping[str, str]) -> Callable[[], dict[s
                 ) from None
         else:
             token = env.get("AWS_CONTAINER_AUTHORIZATION_TOKEN", "").strip()
+        request = AWSRequest(method="GET", url=uri, headers={"Accept": "application/json", "Authorization": token})
         try:
-            data = fetcher.retrieve_full_uri(uri, headers={"Authorization": token})
-        except (BotoCoreError, ValueError) as error:
+            response = session.send(request.prepare())
+        except (HTTPClientError, OSError) as error:  # resets, timeouts, refused connections
+            raise TransientError(operation, 1, f"{type(error).__name__}", endpoint=uri) from None
+        status = response.status_code
+        if status == 429 or status >= 500:
+            retry_after = response.headers.get("Retry-After")
+            raise TransientError(
+                operation,
+                1,
+                f"HTTP {status}",
+                endpoint=uri,
+                status=status,
+                retry_after=float(retry_after) if retry_after and retry_after.strip().isdigit() else None,
+            )
+        if status != 200:
             raise IdentityUnavailable(
-                "pod_identity", POD_IDENTITY_ENV, f"the EKS Pod Identity agent at {uri} failed: {error}"
-            ) from error
-        return {
-            "access_key": data["AccessKeyId"],
-            "secret_key": data["SecretAccessKey"],
-            "token": data["Token"],
-            "expiry_time": data["Expiration"],
-            "account_id": data.get("AccountId"),
-        }
+                "pod_identity", POD_IDENTITY_ENV, f"the EKS Pod Identity agent at {uri} answered HTTP {status}"
+            )
+        try:
+            data = json.loads(response.content.decode("utf-8"))
+            return {
+                "access_key": data["AccessKeyId"],
+                "secret_key": data["SecretAccessKey"],
+                "token": data["Token"],
+                "expiry_time": data["Expiration"],
+                "account_id": data.get("AccountId"),
+            }
+        except (ValueError, KeyError, TypeError):
+            raise TransientError(operation, 1, "a malformed answer (not the credentials JSON)", endpoint=uri) from None
 
     return fetch
 
@@ -219,7 +251,12 @@ def resolve_source(
 
         def build_pod() -> Source:
             creds = SharedCredentials(
-                _pod_identity_fetch(pod_uri, env), "pod_identity", describe=f"EKS Pod Identity ({pod_uri})", clock=clock
+                _pod_identity_fetch(pod_uri, env),
+                "pod_identity",
+                describe=f"EKS Pod Identity ({pod_uri})",
+                clock=clock,
+                max_attempts=POD_IDENTITY_ATTEMPTS,
+                attempt_timeout=POD_IDENTITY_TIMEOUT * 2,
             )
             return Source("pod_identity", creds, pod_key, endpoint, True, f"EKS Pod Identity ({pod_uri})")
 

@@ -15,18 +15,27 @@ import botocore.loaders
 import botocore.session
 from botocore.config import Config
 from botocore.credentials import CredentialProvider, CredentialResolver, Credentials
-from botocore.exceptions import BotoCoreError, ClientError
+from botocore.exceptions import BotoCoreError, ClientError, HTTPClientError
 
 from airflow_workload_identity import __version__
 from airflow_workload_identity._sdk import set_loader_search_paths
 from airflow_workload_identity.aws.spec import AwsIdentitySpec
-from airflow_workload_identity.errors import WorkloadIdentityError
+from airflow_workload_identity.errors import TransientError, WorkloadIdentityError
 
-__all__ = ["STS_ATTEMPT_SECONDS", "STS_CONFIG", "STS_MAX_ATTEMPTS", "StsEndpoint", "new_botocore_session", "sts_client"]
+__all__ = [
+    "STS_ATTEMPT_SECONDS",
+    "STS_CONFIG",
+    "STS_MAX_ATTEMPTS",
+    "StsEndpoint",
+    "new_botocore_session",
+    "sdk_transient",
+    "sts_client",
+    "with_http_details",
+]
 
 STS_MAX_ATTEMPTS = 3
 #: The longest one STS call can take, botocore's retries included.
-STS_ATTEMPT_SECONDS = 30.0
+STS_ATTEMPT_SECONDS = 25.0
 #: Every STS call: bounded connect and read timeouts, botocore's standard retry mode (jittered
 #: exponential backoff on throttling and 5xx), and our name in the user agent for CloudTrail.
 #: Three attempts of at most 3 s connect + 7 s read, with botocore's backoff, fit the 30 s budget.
@@ -134,3 +143,33 @@ def caller_arn(credentials: Credentials, endpoint: StsEndpoint) -> str | None:
         return str(sts_client(credentials, endpoint).get_caller_identity()["Arn"])
     except (BotoCoreError, ClientError, WorkloadIdentityError):
         return None
+
+
+def with_http_details(explained: WorkloadIdentityError, error: ClientError, endpoint: str) -> WorkloadIdentityError:
+    """``explained`` (the policy module's reading of an STS error), with what the answer itself says:
+    a 429 or 5xx is transient whatever its code; a transient error carries the HTTP status, botocore's
+    attempts (``RetryAttempts`` + 1), ``Retry-After`` and the endpoint."""
+    meta = error.response.get("ResponseMetadata", {})
+    status = meta.get("HTTPStatusCode")
+    transient = isinstance(explained, TransientError) or (isinstance(status, int) and (status == 429 or status >= 500))
+    if not transient:
+        return explained
+    err = error.response.get("Error", {})
+    retry_after = meta.get("HTTPHeaders", {}).get("retry-after")
+    return TransientError(
+        explained.operation if isinstance(explained, TransientError) else f"STS call at {endpoint}",
+        min(int(meta.get("RetryAttempts", STS_MAX_ATTEMPTS - 1)) + 1, STS_MAX_ATTEMPTS),
+        explained.last_error
+        if isinstance(explained, TransientError)
+        else f"{err.get('Code', '')}: {err.get('Message', '')}",
+        endpoint=endpoint,
+        status=status if isinstance(status, int) else None,
+        retry_after=float(retry_after) if isinstance(retry_after, str) and retry_after.isdigit() else None,
+    )
+
+
+def sdk_transient(operation: str, error: BotoCoreError, endpoint: str) -> TransientError:
+    """A botocore failure without an answer: connection errors and timeouts were retried by botocore's
+    standard mode (``STS_MAX_ATTEMPTS``); others (a malformed answer) were not (1 attempt)."""
+    attempts = STS_MAX_ATTEMPTS if isinstance(error, HTTPClientError) else 1
+    return TransientError(operation, attempts, f"{type(error).__name__}: {error}", endpoint=endpoint)

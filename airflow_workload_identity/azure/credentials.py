@@ -46,6 +46,7 @@ logger = logging.getLogger(__name__)
 TRANSPORT = {"connection_timeout": 3, "read_timeout": 8, "retry_total": 2}
 #: The longest one token request can take, SDK retries included (the core starts no retry past the budget).
 ATTEMPT_SECONDS = 28.0
+IMDS_ATTEMPT_SECONDS = 12.0
 #: IMDS answers in milliseconds when healthy: 5 s per attempt, one retry (azure-identity's default is five
 #: retries over more than a minute, and no read timeout at all in DefaultAzureCredential's probe).
 IMDS_TRANSPORT = {
@@ -162,7 +163,17 @@ class AzureIdentity:
         """Where token requests go (for errors)."""
         if self.mode == "workload_identity":
             return f"{self.authority}/{self.tenant_id}/oauth2/v2.0/token"
-        return "IMDS (/metadata/identity/oauth2/token)"
+        imds = os.environ.get("AZURE_POD_IDENTITY_AUTHORITY_HOST") or "http://169.254.169.254"
+        return f"{imds.rstrip('/')}/metadata/identity/oauth2/token"
+
+    def attempt_seconds(self) -> float:
+        """The longest one token request can take, azure-core's retries included."""
+        return ATTEMPT_SECONDS if self.mode == "workload_identity" else IMDS_ATTEMPT_SECONDS
+
+    def sdk_attempts(self) -> int:
+        """Attempts azure-core's retry policy makes per token request (429, 5xx, connection errors)."""
+        transport = TRANSPORT if self.mode == "workload_identity" else IMDS_TRANSPORT
+        return int(transport.get("retry_total", 3)) + 1
 
     def describe(self) -> str:
         if self.mode == "workload_identity":
@@ -192,6 +203,31 @@ def _on_token(listener: Callable[[str], None]) -> Callable[[AccessTokenInfo], No
         listener(info.token)
 
     return call
+
+
+def _transient(exc: Exception, identity: AzureIdentity) -> TransientError | None:
+    """A failed token request that may pass, classified from structured data: no answer (azure-core's
+    ``ServiceRequestError`` / ``ServiceResponseError``), an HTTP 429 or 5xx answer (``status_code``), or
+    an answer that is not JSON (a ``ValueError`` cause); ``None`` for a verdict (explained elsewhere)."""
+    response = getattr(exc, "response", None)
+    status = getattr(exc, "status_code", None) or getattr(response, "status_code", None)
+    status = status if isinstance(status, int) else None
+    malformed = isinstance(exc.__cause__ or exc.__context__, ValueError) and status in (None, 200)
+    # azure-identity reports an IMDS that did not answer as CredentialUnavailableError caused by azure-core's.
+    unanswered = any(isinstance(e, (ServiceRequestError, ServiceResponseError)) for e in (exc, exc.__cause__))
+    if not (unanswered or malformed or (status is not None and (status == 429 or status >= 500))):
+        return None
+    headers = getattr(response, "headers", None) or {}
+    retry_after = headers.get("Retry-After") if hasattr(headers, "get") else None
+    first_line = str(exc).splitlines()[0][:300] if str(exc) else ""
+    return TransientError(
+        f"token request ({identity.describe()})",
+        1 if malformed else identity.sdk_attempts(),
+        f"{type(exc).__name__}: {first_line}" if not malformed else "a malformed answer (not JSON)",
+        endpoint=identity.endpoint(),
+        status=None if malformed else status,
+        retry_after=float(retry_after) if isinstance(retry_after, str) and retry_after.strip().isdigit() else None,
+    )
 
 
 class SharedTokenCredential:
@@ -233,7 +269,10 @@ class SharedTokenCredential:
                     codec=CODEC,
                     store=self._store,
                     store_key=f"azure:{self.identity.key!r}:{key!r}" if self._store is not None else None,
-                    attempt_timeout=ATTEMPT_SECONDS,
+                    max_attempts=self.identity.sdk_attempts(),
+                    attempt_timeout=ATTEMPT_SECONDS
+                    if self.identity.mode == "workload_identity"
+                    else IMDS_ATTEMPT_SECONDS,
                 )
                 for listener in self._listeners:
                     token.add_listener(_on_token(listener))
@@ -300,15 +339,18 @@ class SharedTokenCredential:
         self.requests += 1
         try:
             info = credential.get_token_info(*scopes, options=options or None)
-        except (ClientAuthenticationError, CredentialUnavailableError, ValueError, OSError) as exc:
+        except (
+            ClientAuthenticationError,
+            CredentialUnavailableError,
+            ServiceRequestError,
+            ServiceResponseError,
+        ) as exc:
+            transient = _transient(exc, self.identity)
+            if transient is not None:
+                raise transient from exc
             raise explain_identity_error(exc, self.identity) from exc
-        except (ServiceRequestError, ServiceResponseError) as exc:
-            raise TransientError(
-                f"token request ({self.identity.describe()})",
-                1,
-                f"{type(exc).__name__}: {str(exc).splitlines()[0][:300] if str(exc) else ''}",
-                endpoint=self.identity.endpoint(),
-            ) from exc
+        except (ValueError, OSError) as exc:
+            raise explain_identity_error(exc, self.identity) from exc
         self._check_expected(info.token)
         return Minted(info, float(info.expires_on))
 

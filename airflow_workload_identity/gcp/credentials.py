@@ -30,7 +30,7 @@ import google.auth.transport.requests
 import requests
 from google.auth import compute_engine, impersonated_credentials
 
-from airflow_workload_identity._sdk import gce_metadata_host, gce_metadata_ping
+from airflow_workload_identity._sdk import gce_metadata_host
 from airflow_workload_identity.core import Minted, RefreshingToken, TokenState, TokenStore
 from airflow_workload_identity.errors import (
     AccessDenied,
@@ -162,6 +162,7 @@ class SharedToken(google.auth.credentials.Credentials):
         endpoint: str | None = None,
         store: TokenStore | None = None,
         store_key: str | None = None,
+        attempt_timeout: float | None = None,
     ) -> None:
         super().__init__()
         self.inner = inner
@@ -178,7 +179,7 @@ class SharedToken(google.auth.credentials.Credentials):
             store=store,
             store_key=store_key,
             max_attempts=attempts,
-            attempt_timeout=ATTEMPT_SECONDS,
+            attempt_timeout=ATTEMPT_SECONDS if attempt_timeout is None else attempt_timeout,
             sleep=sleep,
         )
         self.core.add_listener(self._adopt)
@@ -261,7 +262,11 @@ class SharedToken(google.auth.credentials.Credentials):
             if not isinstance(explained, TransientError):  # e.g. the metadata server is not there at all
                 raise explained from exc
             raise TransientError(
-                f"refresh of {self.describe}", 1, _short(exc), endpoint=self._endpoint, status=_status(exc)
+                f"refresh of {self.describe}",
+                explained.attempts,
+                explained.last_error,
+                endpoint=explained.endpoint or self._endpoint,
+                status=explained.status if explained.status is not None else _status(exc),
             ) from exc
         token, expiry = str(self.inner.token), self.inner.expiry
         return Minted((token, expiry), _utc_epoch(expiry, time.time() + 3600))
@@ -305,18 +310,50 @@ def _metadata_host() -> str:
     return gce_metadata_host()
 
 
+#: google-auth's own attempts per metadata request (``_metadata.get``'s ``retry_count``: 429/5xx, resets).
+METADATA_SDK_ATTEMPTS = 5
+#: One metadata refresh, google-auth's retries included (5 attempts of up to 3 s, 1+2+4+8 s backoff).
+METADATA_ATTEMPT_SECONDS = 31.0
+
+
+def _metadata_token_url() -> str:
+    return f"http://{_metadata_host()}/computeMetadata/v1/instance/service-accounts/default/token"
+
+
+def _transport_error(error: BaseException) -> google.auth.exceptions.TransportError | None:
+    """The metadata server's ``TransportError`` (compute_engine wraps it in a RefreshError)."""
+    for part in (error, error.__cause__, *getattr(error, "args", ())):
+        if isinstance(part, google.auth.exceptions.TransportError):
+            return part
+    return None
+
+
+def _metadata_status(error: google.auth.exceptions.TransportError) -> int | None:
+    """The HTTP status google-auth attached to a metadata error (a final, non-retried answer)."""
+    response = error.args[1] if len(error.args) > 1 else None
+    status = getattr(response, "status", None)
+    return status if isinstance(status, int) else None
+
+
 def _source_error(kind: str) -> Callable[[Exception], WorkloadIdentityError]:
     def explain(error: Exception) -> WorkloadIdentityError:
-        # compute_engine wraps the metadata server's TransportError in a RefreshError (cause and args).
-        unreachable = any(
-            isinstance(part, google.auth.exceptions.TransportError)
-            for part in (error, error.__cause__, *getattr(error, "args", ()))
-        )
-        if kind == "metadata" and unreachable:
+        transport = _transport_error(error) if kind == "metadata" else None
+        if transport is not None:
+            status = _metadata_status(transport)
+            if status is None or status == 429 or status >= 500:
+                # The server is there (probed first) but failing: retried by google-auth, then by the core.
+                malformed = isinstance(transport.__cause__, ValueError)  # invalid JSON: google-auth does not retry
+                return TransientError(
+                    "token request to the GKE metadata server",
+                    1 if malformed else METADATA_SDK_ATTEMPTS,
+                    _short(transport),
+                    endpoint=_metadata_token_url(),
+                    status=status,
+                )
             return IdentityUnavailable(
                 "metadata",
                 (*METADATA_ENV, f"http://{_metadata_host()}/computeMetadata/v1/"),
-                f"the GKE metadata server at {_metadata_host()} did not give a token ({_short(error)}); "
+                f"the GKE metadata server at {_metadata_host()} did not give a token (HTTP {status}); "
                 "on GKE enable Workload Identity on the node pool and annotate the Kubernetes service "
                 "account with iam.gke.io/gcp-service-account",
             )
@@ -327,14 +364,32 @@ def _source_error(kind: str) -> Callable[[Exception], WorkloadIdentityError]:
     return explain
 
 
-def _ping_metadata(request: Any) -> None:
-    if not gce_metadata_ping(request, timeout=3, retry_count=2):
-        raise IdentityUnavailable(
-            "metadata",
-            (*METADATA_ENV, f"http://{_metadata_host()}/"),
-            f"no GKE metadata server answered at {_metadata_host()}; on GKE enable Workload Identity on the node "
-            "pool and annotate the Kubernetes service account with iam.gke.io/gcp-service-account",
-        )
+def _probe_metadata(request: Any) -> None:
+    """Is a GKE metadata server there at all? Nothing listening (refused, no route, connect timeout) fails
+    in seconds as ``IdentityUnavailable``; a server that answers, even 429/5xx or slowly, is there, and
+    its token request is retried (google-auth's ``ping`` cannot tell "unwell" from "absent")."""
+    url = f"http://{_metadata_host()}/"
+    unavailable = IdentityUnavailable(
+        "metadata",
+        (*METADATA_ENV, url),
+        f"no GKE metadata server answered at {_metadata_host()}; on GKE enable Workload Identity on the node "
+        "pool and annotate the Kubernetes service account with iam.gke.io/gcp-service-account",
+    )
+    session = request.session if hasattr(request, "session") else http_request().session
+    for _ in range(2):
+        try:
+            response = session.get(url, headers={"Metadata-Flavor": "Google"}, timeout=(3.0, 3.0))
+        except requests.ReadTimeout:
+            return  # connected: a server is there, answering slowly
+        except requests.RequestException:
+            continue
+        status = response.status_code
+        if status == 429 or status >= 500:
+            return
+        if status == 200 and response.headers.get("Metadata-Flavor") == "Google":
+            return
+        raise unavailable
+    raise unavailable
 
 
 def resolve_source(spec: GcpIdentitySpec, env: Mapping[str, str], registry: Registry) -> Source:
@@ -347,14 +402,17 @@ def resolve_source(spec: GcpIdentitySpec, env: Mapping[str, str], registry: Regi
 
         def build_metadata() -> Source:
             inner = compute_engine.Credentials(scopes=[CLOUD_PLATFORM])
-            # google-auth retries metadata calls itself (5 times, with backoff): no second retry layer, and
-            # one quick ping first so that a missing metadata server fails in seconds, not minutes.
+            # google-auth retries each metadata call (5 attempts, backoff); the core adds attempts only for
+            # what it does not retry (malformed answers) and within the budget. One quick probe first, so
+            # that a missing metadata server fails in seconds, not minutes.
             token = SharedToken(
                 inner,
                 describe=f"GKE metadata server token ({_metadata_host()})",
                 explain=_source_error("metadata"),
-                attempts=1,
-                precheck=_ping_metadata,
+                attempts=MAX_ATTEMPTS,
+                attempt_timeout=METADATA_ATTEMPT_SECONDS,
+                precheck=_probe_metadata,
+                endpoint=_metadata_token_url(),
             )
             return Source("metadata", token, key, f"GKE metadata server ({_metadata_host()})")
 
