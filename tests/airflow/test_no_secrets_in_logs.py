@@ -518,3 +518,72 @@ def test_azure_hits_are_found_with_redaction_off(
     run = _azure_run(aks, azure_sandbox, tmp_path, migrated_db, redaction=False)
     hits = run.hits((set(azure_sandbox.issued_secrets()) - before) | {token_file.read_text().strip()})
     assert any("dags test" in hit for hit in hits), hits
+
+
+# -- Airflow 3's task process: the JSON log stream the supervisor writes to the task log file ----------------
+
+TASK_PROCESS = f"""
+import logging
+import sys
+
+import structlog
+from airflow.sdk.log import configure_logging
+
+# As the task runner configures a task process: JSON lines to the supervisor, which writes the task log
+# file; no masking processor in this process (the supervisor masks with what it was sent).
+configure_logging(json_output=True, output=open(sys.argv[1], "wb"), sending_to_supervisor=True, log_level="DEBUG")
+for name in {SDK_LOGGERS!r}:
+    logging.getLogger(name).setLevel(logging.DEBUG)
+
+from botocore.exceptions import ClientError
+
+from airflow_workload_identity.aws import AwsWorkloadIdentityHook
+
+log = structlog.get_logger("airflow.task")
+hook = AwsWorkloadIdentityHook(aws_conn_id="customer_chain")
+s3 = hook.get_client("s3")
+s3.list_objects_v2(Bucket="customer-bucket-a")
+frozen = hook.get_credentials().get_frozen_credentials()
+log.debug("credentials", secret_key=frozen.secret_key, token=frozen.token, frozen=repr(frozen))
+try:
+    raise ClientError(
+        {{"Error": {{"Code": "Probe", "Message": "<SessionToken>" + frozen.token + "</SessionToken>"}}}}, "Probe"
+    )
+except ClientError:
+    log.exception("probe failed")
+    logging.getLogger("botocore.probe").exception("probe failed (stdlib)")
+try:
+    hook.get_client("s3").get_object(Bucket="customer-bucket-b", Key="secret.txt")
+except ClientError:
+    log.exception("denied as expected")
+"""
+
+
+@pytest.mark.parametrize("redaction", [True, False], ids=["redaction-on", "redaction-off"])
+def test_task_process_json_log_carries_no_secret(
+    pod: Pod, aws_sandbox: AwsSandbox, tmp_path: Path, redaction: bool
+) -> None:
+    """The production path of a task on Airflow 3: the task process's structlog/stdlib chain as the task
+    runner sets it up (JSON to the supervisor, exceptions rendered as dicts), which is where the package's
+    redaction must act, since nothing in that process masks before the line leaves it."""
+    token = pod.irsa()
+    home = tmp_path / "home"
+    home.mkdir()
+    env = _airflow_env(home, home, redaction=redaction, extra={})
+    for conn_id, conn in _aws_connections(aws_sandbox).items():
+        env[f"AIRFLOW_CONN_{conn_id.upper()}"] = json.dumps(conn)
+    script, log_file = tmp_path / "task.py", tmp_path / "task.log"
+    script.write_text(TASK_PROCESS)
+    done = subprocess.run(
+        [sys.executable, str(script), str(log_file)], env=env, capture_output=True, text=True, timeout=300
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    lines = [json.loads(line) for line in log_file.read_text().splitlines()]
+    assert any(line.get("logger", "").startswith("botocore") and line["level"] == "debug" for line in lines)
+    assert any("exception" in line for line in lines)  # tracebacks rendered as dicts, as Airflow 3 does
+    run = Run({"task log file": log_file.read_text(), "stdout": done.stdout, "stderr": done.stderr})
+    hits = run.hits(aws_issued_secrets(aws_sandbox, [token]))
+    if redaction:
+        assert hits == []
+    else:
+        assert any("task log file" in hit for hit in hits), hits
