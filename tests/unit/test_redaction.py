@@ -19,7 +19,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pytest
-import structlog
 
 from airflow_workload_identity import redaction
 from dev.sandbox import AwsSandbox
@@ -173,6 +172,7 @@ def test_azure_debug_lines(
 # -- shapes and keys on their own ------------------------------------------------------------------------------
 
 
+@pytest.mark.smoke
 @pytest.mark.parametrize(
     ("line", "kept"),
     [
@@ -212,6 +212,8 @@ def test_exceptions_from_the_sdks_lose_their_secrets() -> None:
 
 def test_structlog_processor_covers_events_and_rendered_tracebacks() -> None:
     """Airflow 3's task-process chain: dict tracebacks, then the JSON renderer; ours sits just before it."""
+    import structlog
+
     secret = "opaque-" + secrets.token_urlsafe(24)
     out = io.StringIO()
     chain: list[Any] = [
@@ -230,6 +232,8 @@ def test_structlog_processor_covers_events_and_rendered_tracebacks() -> None:
 
 
 def test_install_is_idempotent_and_the_switch_turns_it_off(monkeypatch: pytest.MonkeyPatch) -> None:
+    import structlog
+
     redaction.install()
     factory = logging.getLogRecordFactory()
     chain = structlog.get_config()["processors"]
@@ -307,6 +311,7 @@ def test_expired_values_are_dropped() -> None:
     assert redaction.state() == {"identities": 1, "live_values": 0}
 
 
+@pytest.mark.smoke
 def test_log_file_written_through_the_filter_is_clean(tmp_path: Path) -> None:
     """A stdlib handler writing a file (Airflow 2's task handler) gets already-redacted records."""
     redaction.install()
