@@ -31,6 +31,7 @@ __all__ = [
     "BackendOptions",
     "SecretsAccessDenied",
     "WorkloadIdentitySecretsBackend",
+    "configured_backend",
     "mask_connection",
     "mask_secret",
     "split_kwargs",
@@ -250,3 +251,38 @@ class WorkloadIdentitySecretsBackend(BaseSecretsBackend):
         value = self._lookup("config", key)
         mask_secret(value)
         return value
+
+
+#: This package's backends, by the class path Airflow's ``[secrets] backend`` names.
+BACKENDS = (
+    "airflow_workload_identity.aws.secrets.SecretsManagerBackend",
+    "airflow_workload_identity.aws.secrets.SystemsManagerParameterStoreBackend",
+    "airflow_workload_identity.gcp.secrets.SecretManagerBackend",
+    "airflow_workload_identity.azure.secrets.KeyVaultBackend",
+)
+
+
+def configured_backend() -> Any | None:
+    """The deployment's ``[secrets] backend`` when it is one of this package's, built from
+    ``backend_kwargs`` (no network call; a bad kwarg is a ``ConfigError``); ``None`` otherwise.
+
+    For ``whoami`` / ``doctor``: ``configured_backend().whoami(verify=...)`` reports the identity the
+    backend reads secrets as, hop by hop, like a connection's report."""
+    import importlib
+
+    from airflow.configuration import conf
+
+    path = (conf.get("secrets", "backend", fallback="") or "").strip()
+    if path not in BACKENDS:
+        return None
+    raw = conf.get("secrets", "backend_kwargs", fallback="") or "{}"
+    try:
+        kwargs = json.loads(raw)
+    except ValueError:
+        raise ConfigError(
+            "[secrets] backend_kwargs", "is not valid JSON", "write the kwargs as a JSON object"
+        ) from None
+    if not isinstance(kwargs, dict):
+        raise ConfigError("[secrets] backend_kwargs", "is not a JSON object", "write the kwargs as a JSON object")
+    module, name = path.rsplit(".", 1)
+    return getattr(importlib.import_module(module), name)(**kwargs)

@@ -29,6 +29,7 @@ from airflow_workload_identity.attribution import RunContext
 from airflow_workload_identity.aws.spec import CONN_TYPE, FORM, AwsIdentitySpec, account_of
 from airflow_workload_identity.endpoints import check_override
 from airflow_workload_identity.errors import ConfigError
+from airflow_workload_identity.report import IdentityReport
 from airflow_workload_identity.secrets_common import (
     SecretsAccessDenied,
     WorkloadIdentitySecretsBackend,
@@ -99,6 +100,14 @@ class _AwsBackend(WorkloadIdentitySecretsBackend):
         client = _thread_session(chain.credentials, self.region_name).client(self.service, config=CLIENT_CONFIG)
         self._local.client = (key, client)
         return client
+
+    def whoami(self, *, verify: bool = False) -> IdentityReport:
+        """Who the backend reads secrets as, hop by hop (``verify``: one ``GetCallerIdentity`` now)."""
+        from airflow_workload_identity.aws.credentials import resolve
+
+        chain = resolve(self.spec, RunContext.current(type(self).__name__))
+        watch_credentials(chain.credentials)
+        return chain.report(f"[secrets] backend {type(self).__name__}", verify=verify)
 
     def _skip(self, kind: str, secret_id: str) -> bool:
         pattern = self.patterns.get(kind)

@@ -27,6 +27,7 @@ from typing import Any
 from airflow_workload_identity.azure.spec import CONN_TYPE, FORM, AzureIdentitySpec
 from airflow_workload_identity.endpoints import SETTING, allowed_endpoint_hosts, check_override, host_allowed
 from airflow_workload_identity.errors import ConfigError
+from airflow_workload_identity.report import IdentityReport
 from airflow_workload_identity.secrets_common import (
     SecretsAccessDenied,
     WorkloadIdentitySecretsBackend,
@@ -151,6 +152,14 @@ class KeyVaultBackend(WorkloadIdentitySecretsBackend):
         )
         self._local.client = (credential, client)
         return client
+
+    def whoami(self, *, verify: bool = False) -> IdentityReport:
+        """Who the backend reads secrets as: a Key Vault token's claims (``verify``: a new token now)."""
+        from airflow_workload_identity.azure.credentials import report, resolve
+
+        credential = resolve(self.spec)
+        watch_credentials(credential)
+        return report(credential, f"[secrets] backend {_BACKEND}", (VAULT_SCOPE,), verify=verify)
 
     def _read(self, name: str) -> str | None:
         from azure.core.exceptions import HttpResponseError, ResourceNotFoundError

@@ -36,6 +36,7 @@ from airflow_workload_identity.endpoints import (
 )
 from airflow_workload_identity.errors import ConfigError, TransientError, WorkloadIdentityError
 from airflow_workload_identity.gcp.spec import CONN_TYPE, FORM, GcpIdentitySpec
+from airflow_workload_identity.report import IdentityReport
 from airflow_workload_identity.secrets_common import (
     SecretsAccessDenied,
     WorkloadIdentitySecretsBackend,
@@ -153,6 +154,15 @@ class SecretManagerBackend(WorkloadIdentitySecretsBackend):
         session = AuthorizedSession(chain.token)
         self._local.session = (chain.token, session)
         return session
+
+    def whoami(self, *, verify: bool = False) -> IdentityReport:
+        """Who the backend reads secrets as: the source, each delegate, the target (``verify``: one
+        generateIdToken call now)."""
+        from airflow_workload_identity.gcp.credentials import resolve
+
+        chain = resolve(self.spec)
+        watch_credentials(chain.token, chain.source.token)
+        return chain.report(f"[secrets] backend {_BACKEND}", verify=verify)
 
     def _read(self, name: str) -> str | None:
         import requests

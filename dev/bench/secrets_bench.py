@@ -108,7 +108,7 @@ def bench_aws(reads: int, objects: int) -> list[Row]:
                 sb.reset_calls()
                 sb.reset_api_calls()
 
-            kwargs = {"role_arn": sc.customer_reader_role_arn, "region_name": sb.region}
+            kwargs: dict[str, Any] = {"role_arn": sc.customer_reader_role_arn, "region_name": sb.region}
             rows += measure(
                 "AWS: this package", lambda: SecretsManagerBackend(**kwargs), counters, reset, reads, objects
             )
@@ -138,12 +138,13 @@ def bench_gcp(reads: int, objects: int) -> list[Row]:
 
             from airflow_workload_identity.gcp.secrets import SecretManagerBackend
 
-            original = client_module.SecretManagerServiceClient
-            client_module.SecretManagerServiceClient = functools.partial(  # type: ignore[misc]
+            original = getattr(client_module, "SecretManagerServiceClient")  # noqa: B009
+            rest = functools.partial(
                 SecretManagerServiceClient,
                 transport="rest",
                 client_options={"api_endpoint": sb.secret_manager_endpoint},
             )
+            setattr(client_module, "SecretManagerServiceClient", rest)  # noqa: B010
             stack.callback(setattr, client_module, "SecretManagerServiceClient", original)
 
             def counters() -> tuple[int, int]:
@@ -153,13 +154,13 @@ def bench_gcp(reads: int, objects: int) -> list[Row]:
                 sb.reset_calls()
                 sb.secret_manager.reset_calls()
 
-            ours = {
+            ours: dict[str, Any] = {
                 "impersonation_chain": sc.reader_sa,
                 "iam_endpoint_url": sb.iam_endpoint,
                 "secret_manager_endpoint_url": sb.secret_manager_endpoint,
             }
             rows += measure("GCP: this package", lambda: SecretManagerBackend(**ours), counters, reset, reads, objects)
-            official = {
+            official: dict[str, Any] = {
                 "project_id": project,
                 "impersonation_chain": sc.reader_sa,
                 "gcp_scopes": "https://www.googleapis.com/auth/cloud-platform",
@@ -193,16 +194,20 @@ def bench_azure(reads: int, objects: int) -> list[Row]:
                 sb.reset_calls()
                 sb.key_vault.reset_calls()
 
-            ours = {"vault_url": sb.key_vault.url, "client_id": sc.workload_client_id, "tenant_id": sc.tenant_id}
+            ours: dict[str, Any] = {
+                "vault_url": sb.key_vault.url,
+                "client_id": sc.workload_client_id,
+                "tenant_id": sc.tenant_id,
+            }
             rows += measure("Azure: this package", lambda: KeyVaultBackend(**ours), counters, reset, reads, objects)
-            official = {
+            official_kv: dict[str, Any] = {
                 "vault_url": sb.key_vault.url,
                 "managed_identity_client_id": sc.workload_client_id,
                 "workload_identity_tenant_id": sc.tenant_id,
                 "verify_challenge_resource": False,
             }
             rows += measure(
-                "Azure: official", lambda: AzureKeyVaultBackend(**official), counters, reset, reads, objects
+                "Azure: official", lambda: AzureKeyVaultBackend(**official_kv), counters, reset, reads, objects
             )
     return rows
 

@@ -177,3 +177,22 @@ def test_official_backends_read_the_same_sandbox(
     assert official.get_variable("greeting") == "hello from secrets manager"
     assert official.get_variable("absent") is None
     assert OfficialSsm(**kwargs).get_variable("greeting") == "hello from secrets manager"
+
+
+def test_whoami_of_the_configured_backend(pod: Pod, aws_sandbox: AwsSandbox, monkeypatch: pytest.MonkeyPatch) -> None:
+    from airflow_workload_identity.secrets_common import configured_backend
+
+    sc = aws_sandbox.scenario
+    pod.irsa()
+    monkeypatch.setenv("AIRFLOW__SECRETS__BACKEND", "airflow_workload_identity.aws.secrets.SecretsManagerBackend")
+    monkeypatch.setenv("AIRFLOW__SECRETS__BACKEND_KWARGS", json.dumps({"role_arn": sc.customer_reader_role_arn}))
+    backend = configured_backend()
+    assert isinstance(backend, SecretsManagerBackend)
+    report = backend.whoami(verify=True)
+    assert report.final.principal.startswith(f"arn:aws:sts::{sc.customer_account}:assumed-role/customer-reader/")
+    assert aws_sandbox.calls("GetCallerIdentity") == 1
+    monkeypatch.setenv("AIRFLOW__SECRETS__BACKEND_KWARGS", json.dumps({"role_arn": "arn:aws:iam::1:role/x"}))
+    with pytest.raises(ConfigError):
+        configured_backend()
+    monkeypatch.setenv("AIRFLOW__SECRETS__BACKEND", "airflow.secrets.local_filesystem.LocalFilesystemBackend")
+    assert configured_backend() is None

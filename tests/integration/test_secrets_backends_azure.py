@@ -144,3 +144,10 @@ def test_official_backend_reads_the_same_vault(vault: AzureSandbox) -> None:
     assert official.get_conn_value("pg_uri") == URI
     assert official.get_variable("greeting") == "hello from key vault"
     assert official.get_variable("absent") is None
+
+
+def test_whoami_reports_the_backend_identity(vault: AzureSandbox) -> None:
+    sc = vault.scenario
+    report = _backend(vault).whoami()
+    assert report.final.principal == f"object {sc.workload_object_id} in tenant {sc.tenant_id}"
+    assert ("audience (aud)", "https://vault.azure.net") in report.final.details

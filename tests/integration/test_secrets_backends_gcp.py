@@ -157,3 +157,9 @@ def test_official_backend_reads_the_same_sandbox(secrets: GcpSandbox, monkeypatc
         )
         with pytest.raises(Forbidden, match=r"secretmanager\.versions\.access"):
             official_denied.get_conn_value("pg_uri")
+
+
+def test_whoami_reports_the_backend_identity(secrets: GcpSandbox) -> None:
+    report = _backend(secrets).whoami()
+    assert report.hops[0].principal == secrets.scenario.source_sa
+    assert report.final.principal == secrets.scenario.reader_sa
