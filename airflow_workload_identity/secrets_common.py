@@ -18,6 +18,7 @@ with Airflow's log masker.
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -56,6 +57,8 @@ def mask_secret(value: Any) -> None:
         from airflow.utils.log.secrets_masker import mask_secret as _mask  # type: ignore[no-redef,unused-ignore]
     _mask(value)
 
+
+log = logging.getLogger(__name__)
 
 #: Separator between a team name and the secret id in team-scoped names (Airflow 3.2+ multi-team),
 #: as the official AWS and Azure backends spell it.
@@ -185,6 +188,15 @@ def mask_connection(conn: Any) -> None:
         mask_secret(parsed)  # Airflow masks the values under sensitive key names (password, token, ...)
 
 
+def _multi_team() -> bool:
+    try:
+        from airflow.configuration import conf
+
+        return bool(conf.getboolean("core", "multi_team", fallback=False))
+    except Exception:  # an Airflow without the option
+        return False
+
+
 def watch_credentials(*credentials: Any) -> None:
     """Keep the shared credentials' tokens out of every log, exactly as the hooks do."""
     from airflow_workload_identity import redaction
@@ -220,6 +232,11 @@ class WorkloadIdentitySecretsBackend(BaseSecretsBackend):
     def _lookup(self, kind: str, secret_id: str, team_name: str | None = None) -> str | None:
         prefix: str | None = getattr(self.options, f"{kind}_prefix")
         if prefix is None or self._skip(kind, secret_id):
+            return None
+        if _multi_team() and TEAM_SEP in (self._name("", secret_id) or secret_id):
+            # ``a--b`` could name team a's secret b or a team-scoped secret of another team: never looked
+            # up in multi-team mode, as the official backends refuse it
+            log.warning("%s id %r contains %r (the team separator); not looked up", kind, secret_id, TEAM_SEP)
             return None
         if team_name:  # multi-team: the team-scoped name first, as the official backends do
             scoped = self._name(prefix, f"{team_name}{TEAM_SEP}{secret_id}")

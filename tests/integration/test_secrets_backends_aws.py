@@ -196,3 +196,18 @@ def test_whoami_of_the_configured_backend(pod: Pod, aws_sandbox: AwsSandbox, mon
         configured_backend()
     monkeypatch.setenv("AIRFLOW__SECRETS__BACKEND", "airflow.secrets.local_filesystem.LocalFilesystemBackend")
     assert configured_backend() is None
+
+
+def test_multi_team_names(
+    pod: Pod, aws_sandbox: AwsSandbox, secrets_seeded: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """As the official backends: the team-scoped name first; an id holding the team separator is never read."""
+    pod.irsa()
+    monkeypatch.setenv("AIRFLOW__CORE__MULTI_TEAM", "True")
+    backend = _reader(aws_sandbox)
+    assert backend.get_conn_value("pg_uri", team_name="team_a") == URI  # team_a--pg_uri absent, then pg_uri
+    assert aws_sandbox.api_calls() == {"secretsmanager:GetSecretValue": 2}
+    aws_sandbox.reset_api_calls()
+    assert backend.get_conn_value("team_b--pg_uri", team_name="team_a") is None
+    assert backend.get_variable("x--y") is None
+    assert aws_sandbox.api_calls() == {}
