@@ -12,7 +12,12 @@ from collections.abc import Mapping
 from typing import Any
 
 from airflow_workload_identity.aws.spec import AssumeRoleHop, account_of
-from airflow_workload_identity.errors import AccessDenied, ConfigError, TransientError, WorkloadIdentityError
+from airflow_workload_identity.errors import (
+    AccessDenied,
+    RejectedValue,
+    TransientError,
+    WorkloadIdentityError,
+)
 from airflow_workload_identity.plan import Plan, Step
 from airflow_workload_identity.tokens import unverified_claims
 
@@ -135,27 +140,33 @@ def explain_assume_role_error(
             cloud_message=message,
             endpoint=endpoint,
         )
-    if code == "ValidationError" and "DurationSeconds" in message:
-        return ConfigError(
+    # Which field STS proved wrong, from the request we sent (never from the message text): every role
+    # allows 3600 s (MaxSessionDuration is at least that), so a refused longer duration is the duration.
+    if code == "ValidationError" and hop.duration_seconds > 3600:
+        return RejectedValue(
             "duration_seconds",
             f"STS refused it at hop {hop_index} of {hops} ({message})",
             "set duration_seconds to 3600 or less for chained hops, and no more than the role's MaxSessionDuration",
             conn_type="aws_workload_identity",
+            cloud_code=code,
         )
     if code in ("ValidationError", "MalformedPolicyDocument", "PackedPolicyTooLarge"):
-        field = "session_policy" if "olicy" in code or "olicy" in message else "role_arn"
-        return ConfigError(
+        policy_code = code in ("MalformedPolicyDocument", "PackedPolicyTooLarge")
+        field = "session_policy" if policy_code or (hop.policy or hop.policy_arns) else "role_arn"
+        return RejectedValue(
             field,
             f"STS refused hop {hop_index} of {hops}: {code}: {message}",
             "correct the value STS named",
             conn_type="aws_workload_identity",
+            cloud_code=code,
         )
     if code == "RegionDisabled":
-        return ConfigError(
+        return RejectedValue(
             "region_name",
             f"STS is not activated in this region ({message})",
             f"activate the region for STS in the account of {hop.role_arn}, or pick another region",
             conn_type="aws_workload_identity",
+            cloud_code=code,
         )
     if code in _THROTTLING or (status is not None and status >= 500) or not code:
         return TransientError(
@@ -210,7 +221,7 @@ def explain_web_identity_error(
             "expiry: check that AWS_WEB_IDENTITY_TOKEN_FILE points at the projected token volume (not a "
             "copy) and that the node's clock is right."
         )
-    elif code == "InvalidIdentityToken" and "audience" in message.lower():
+    elif code == "InvalidIdentityToken" and audience != "sts.amazonaws.com":
         remediation = (
             f"{seen} The token's audience is not a client id of the IAM OIDC provider {provider_arn}. "
             "IRSA tokens are minted for sts.amazonaws.com: check the projected token's audience (the "

@@ -7,6 +7,7 @@ codes and IMDS answers to typed errors. Pure Python (azure-identity objects are 
 
 from __future__ import annotations
 
+import json
 import os
 import re
 from typing import Any
@@ -15,6 +16,7 @@ from airflow_workload_identity.errors import (
     AccessDenied,
     ConfigError,
     IdentityUnavailable,
+    RejectedValue,
     TransientError,
     WorkloadIdentityError,
 )
@@ -46,6 +48,32 @@ def federated_credential_command(
     )
 
 
+def _http_status(error: BaseException) -> int | None:
+    """The HTTP status of the answer behind an azure-core/azure-identity error (or its cause)."""
+    for part in (error, error.__cause__, error.__context__):
+        response = getattr(part, "response", None)
+        status = getattr(part, "status_code", None) or getattr(response, "status_code", None)
+        if isinstance(status, int):
+            return status
+    return None
+
+
+def _aadsts_code(error: BaseException) -> str | None:
+    """Entra's error code from its JSON answer (``error_codes``), when azure-identity attached it."""
+    for part in (error, error.__cause__, error.__context__):
+        response = getattr(part, "response", None)
+        if response is None or not hasattr(response, "text"):
+            continue
+        try:
+            body = json.loads(response.text())
+        except (ValueError, TypeError):
+            continue
+        codes = body.get("error_codes") if isinstance(body, dict) else None
+        if isinstance(codes, list) and codes and isinstance(codes[0], int):
+            return str(codes[0])
+    return None
+
+
 def explain_identity_error(error: Exception, identity: Any) -> WorkloadIdentityError:
     """A typed error for a failed token request (Entra AADSTS codes, IMDS answers), with the fix."""
     text = str(getattr(error, "message", "") or error)
@@ -56,8 +84,10 @@ def explain_identity_error(error: Exception, identity: Any) -> WorkloadIdentityE
             ("AZURE_FEDERATED_TOKEN_FILE", "client_assertion_file"),
             f"cannot read the federated token file {identity.token_file} ({getattr(error, 'strerror', error)})",
         )
-    code = re.search(r"AADSTS(\d+)", text)
-    aadsts = code.group(1) if code else None
+    aadsts = _aadsts_code(error)
+    if aadsts is None:  # azure-identity raised without Entra's answer attached: its message carries the code
+        code = re.search(r"AADSTS(\d+)", text)
+        aadsts = code.group(1) if code else None
     if aadsts == "70021":
         claims = token_file_claims(identity.token_file)
         issuer, subject = str(claims.get("iss", "<issuer>")), str(claims.get("sub", "<subject>"))
@@ -88,18 +118,20 @@ def explain_identity_error(error: Exception, identity: Any) -> WorkloadIdentityE
             endpoint=identity.authority,
         )
     if aadsts == "700016":
-        return ConfigError(
+        return RejectedValue(
             "client_id",
             f"Entra has no application {identity.client_id} in tenant {identity.tenant_id} (AADSTS700016)",
             "check client_id (the managed identity's client id, not its object id) and tenant_id",
             conn_type=CONN_TYPE,
+            cloud_code="AADSTS700016",
         )
     if aadsts == "90002":
-        return ConfigError(
+        return RejectedValue(
             "tenant_id",
             f"Entra does not know tenant {identity.tenant_id} (AADSTS90002)",
             "use the tenant GUID or its verified domain",
             conn_type=CONN_TYPE,
+            cloud_code="AADSTS90002",
         )
     if aadsts == "700024":
         return AccessDenied(
@@ -116,7 +148,10 @@ def explain_identity_error(error: Exception, identity: Any) -> WorkloadIdentityE
             cloud_message=text.splitlines()[0][:500],
             endpoint=identity.authority,
         )
-    if "Identity not found" in text or "No identity has been assigned" in text:
+    # IMDS: no such identity here (HTTP 400). azure-identity's ManagedIdentityCredential re-raises that as a
+    # bare CredentialUnavailableError without the answer, so its message is all there is to read.
+    no_identity = "Identity not found" in text or "No identity has been assigned" in text
+    if identity.mode != "workload_identity" and (_http_status(error) == 400 or no_identity):
         kind, value = identity.selector
         return IdentityUnavailable(
             "managed_identity",

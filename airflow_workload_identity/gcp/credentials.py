@@ -509,7 +509,13 @@ class GcpChain:
             hop, caller, target = self.diagnose() if hops > 1 else (1, self.source.email(), self.spec.target)
             return explain_iam_error(error, hop=hop, hops=hops, caller=caller, target=target, endpoint=self.endpoint)
         return explain_iam_error(
-            error, hop=hops, hops=hops, caller=self.source.email(), target=self.spec.target, endpoint=self.endpoint
+            error,
+            hop=hops,
+            hops=hops,
+            caller=self.source.email(),
+            target=self.spec.target,
+            endpoint=self.endpoint,
+            lifetime_seconds=self.spec.lifetime_seconds,
         )
 
     def diagnose(self) -> tuple[int, str | None, str]:

@@ -13,8 +13,8 @@ from typing import Any
 
 from airflow_workload_identity.errors import (
     AccessDenied,
-    ConfigError,
     IdentityUnavailable,
+    RejectedValue,
     TransientError,
     WorkloadIdentityError,
 )
@@ -76,7 +76,14 @@ def parse_error_body(body: Any) -> dict[str, Any] | None:
 
 
 def explain_iam_error(
-    error: Exception, *, hop: int, hops: int, caller: str | None, target: str, endpoint: str | None
+    error: Exception,
+    *,
+    hop: int,
+    hops: int,
+    caller: str | None,
+    target: str,
+    endpoint: str | None,
+    lifetime_seconds: int | None = None,
 ) -> WorkloadIdentityError:
     """A typed error for a failed token request, with the fix."""
     body = error.args[1] if len(error.args) > 1 else (error.args[0] if error.args else "")
@@ -102,21 +109,24 @@ def explain_iam_error(
             **cloud,
         )
     if code == 404:
-        missing = re.search(r"email ([^\s]+)", message)
+        missing = re.search(r"email ([^\s]+)", message)  # only to name the account in the text
         account = missing.group(1) if missing else target
-        return ConfigError(
+        return RejectedValue(
             "impersonation_chain",
             f"service account {account} does not exist (IAM Credentials answered 404)",
             "check the e-mail for typos and that the account was not deleted",
             conn_type=CONN_TYPE,
+            cloud_code=f"{code} {status}".strip(),
         )
-    if code == 400 and "lifetime" in message.lower():
-        return ConfigError(
+    # INVALID_ARGUMENT on a request for more than an hour: the lifetime (from what we sent, not the text).
+    if code == 400 and lifetime_seconds is not None and lifetime_seconds > 3600:
+        return RejectedValue(
             "lifetime_seconds",
             f"IAM Credentials refused it: {message}",
             f"set lifetime_seconds to 3600 or less, or add {target} to the org-policy constraint "
             "constraints/iam.allowServiceAccountCredentialLifetimeExtension",
             conn_type=CONN_TYPE,
+            cloud_code=f"{code} {status}".strip(),
         )
     if reason == "ACCESS_TOKEN_SCOPE_INSUFFICIENT":
         return AccessDenied(
@@ -133,7 +143,7 @@ def explain_iam_error(
             ),
             **cloud,
         )
-    if reason == "SERVICE_DISABLED" or "has not been used" in message or "is disabled" in message:
+    if reason == "SERVICE_DISABLED":
         return AccessDenied(
             hop=hop,
             hops=hops,
