@@ -57,6 +57,14 @@ class KeyVaultFake:
         self._assignments: set[tuple[str, str]] = set()
         self._calls: Counter[str] = Counter()
         self.url = ""  # set when the server starts
+        self.seed()
+
+    def seed(self) -> None:
+        """The scenario's secrets (the demo reads them): the workload identity may read ``airflow-*``;
+        ``restricted-*`` exists and is not assigned."""
+        self.set_secret("airflow-variables-greeting", "hello from Key Vault")
+        self.set_secret("restricted-variables-greeting", "not for the reader")
+        self.grant(self.sandbox.scenario.workload_object_id, "airflow-*")
 
     @property
     def resource_id(self) -> str:

@@ -67,6 +67,15 @@ class SecretManagerFake:
         #: (principal, project, secret id or "prefix*" or "*")
         self._grants: set[tuple[str, str, str]] = set()
         self._calls: Counter[str] = Counter()
+        self.seed()
+
+    def seed(self) -> None:
+        """The scenario's secrets (the demo reads them): the reader may read ``airflow-*`` of the customer
+        project (a conditional project binding); ``restricted-*`` exists and is not granted."""
+        sc = self.sandbox.scenario
+        self.add_secret(sc.customer_project, "airflow-variables-greeting", "hello from Secret Manager")
+        self.add_secret(sc.customer_project, "restricted-variables-greeting", "not for the reader")
+        self.grant(sc.reader_sa, sc.customer_project, "airflow-*")
 
     # -- administration (what a test or the demo seeds) ------------------------------------------------------
 

@@ -1037,6 +1037,7 @@ class AzureSandbox:
             "authority_host": self.authority_host,
             "blob_account_url": self.blob_account_url,
             "azurite_account_url": self.azurite_account_url,
+            "key_vault_url": self.key_vault.url,
             "ca_bundle": str(self.ca_bundle),
             "tenant_id": self.scenario.tenant_id,
             "issuer_url": self.issuer.issuer_url,

@@ -1090,6 +1090,7 @@ class GcpSandbox:
             "iam_endpoint": self.iam_endpoint,
             "iam_urls": {method: self.iam_url("{}", method) for method in IAM_METHODS},
             "storage_host": self.storage_host,
+            "secret_manager_endpoint": self.secret_manager_endpoint,
             "tmp_dir": str(self.tmp_dir),
             "scenario": self.scenario.to_dict(),
             "google_auth_patches": [
