@@ -259,17 +259,18 @@ def test_subprocess_ctrl_c_is_one_line_and_status_130(
     """SIGINT while the CLI waits on a token endpoint that does not answer (the sandbox's STS holds it)."""
     pod.irsa()
     conn_id = connection("slow", role_arn=aws_sandbox.scenario.customer_reader_role_arn)
-    aws_sandbox.set_sts_latency(20, "AssumeRoleWithWebIdentity")
+    aws_sandbox.set_sts_latency(20)  # every STS action
     process = subprocess.Popen(
         [*CLI, "whoami", conn_id],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
-        env=dict(os.environ),
+        # no credentials from a host-wide cache: the CLI must ask STS
+        env={**os.environ, "AIRFLOW__WORKLOAD_IDENTITY__CREDENTIAL_CACHE": "off"},
         text=True,
     )
     try:
         deadline = time.monotonic() + 120
-        while aws_sandbox.calls("AssumeRoleWithWebIdentity") == 0:  # the CLI is now blocked on STS
+        while aws_sandbox.calls() == 0:  # the CLI is now blocked on STS
             assert process.poll() is None, process.communicate()
             assert time.monotonic() < deadline, "the CLI never reached STS"
             time.sleep(0.05)
@@ -279,7 +280,7 @@ def test_subprocess_ctrl_c_is_one_line_and_status_130(
         if process.poll() is None:
             process.kill()
             process.communicate()
-        aws_sandbox.set_sts_latency(0, "AssumeRoleWithWebIdentity")
+        aws_sandbox.set_sts_latency(0)
     assert process.returncode == Exit.INTERRUPTED, err
     assert err.splitlines() == ["airflow-workload-identity: interrupted"], err
     assert out == ""
