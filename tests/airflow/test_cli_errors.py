@@ -296,3 +296,21 @@ def test_doctor_reports_an_extra_that_is_not_json_as_such(
     broken = next(c for c in json.loads(out)["connections"] if c["conn_id"] == "broken_text")
     assert not broken["valid"] and "field 'extra': is not valid JSON" in broken["error"]
     assert "Traceback" not in err
+
+
+def test_no_identity_and_transient_failures_are_one_line_with_their_statuses(
+    pod: Pod, aws_sandbox: AwsSandbox, connection: Callable[..., str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    pod.irsa()
+    role = aws_sandbox.scenario.customer_reader_role_arn
+    absent = connection("absent", role_arn=role, source="pod_identity")  # the pod has IRSA, not Pod Identity
+    assert main(["whoami", absent]) == Exit.NO_IDENTITY
+    err = capsys.readouterr().err
+    assert err.startswith("airflow-workload-identity: IdentityUnavailable: ") and len(err.splitlines()) == 1, err
+
+    aws_sandbox.inject_sts_fault(action="*", status=503, times=1000)  # cleared by the pod fixture
+    flaky = connection("flaky", role_arn=role)
+    assert main(["whoami", flaky]) == Exit.TRANSIENT
+    err = capsys.readouterr().err
+    assert err.startswith("airflow-workload-identity: TransientError: ") and len(err.splitlines()) == 1, err
+    assert "503" in err and "Traceback" not in err
