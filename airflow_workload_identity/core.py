@@ -34,6 +34,7 @@ import os
 import random
 import threading
 import time
+import weakref
 from collections.abc import Callable
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
@@ -159,6 +160,8 @@ class RefreshingToken(Generic[T]):
         (``TransientError.attempts``): a mint whose SDK already retried that often is not repeated.
     :param attempt_timeout: the longest one mint can take; no retry starts unless it can finish in budget.
     :param clock: epoch seconds (injectable for tests); ``sleep`` and ``rng`` likewise.
+    :param background: refresh a still-valid token in a background thread (callers never wait for it);
+        ``False`` refreshes inline in the caller that noticed (deterministic tests).
     """
 
     def __init__(
@@ -176,6 +179,7 @@ class RefreshingToken(Generic[T]):
         sleep: Callable[[float], None] = time.sleep,
         rng: random.Random | None = None,
         windows: Callable[[float], tuple[float, float]] = refresh_windows,
+        background: bool = True,
     ) -> None:
         if store is not None and (codec is None or not store_key):
             raise ValueError("a token store needs a codec and a store key")
@@ -191,7 +195,11 @@ class RefreshingToken(Generic[T]):
         self._sleep = sleep
         self._rng = rng or random.Random()  # noqa: S311 (jitter, not crypto)
         self._windows = windows
+        self._background = background
         self._lock = threading.Lock()
+        self._inflight: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Future[T]] = (
+            weakref.WeakKeyDictionary()
+        )
         self._entry: _Entry[T] | None = None
         self._generation = 0  # completed refresh attempts
         self._failure: tuple[WorkloadIdentityError, int] | None = None  # (error, generation it ended)
@@ -261,26 +269,45 @@ class RefreshingToken(Generic[T]):
 
     def get(self, *, force: bool = False) -> T:
         """A usable token, refreshing as the windows say (``force``: a new one unless another caller got
-        one meanwhile, e.g. after the cloud refused the current one)."""
+        one meanwhile, e.g. after the cloud refused the current one).
+
+        While the current token is valid no caller waits for a refresh: one refresh starts (in a
+        background thread, or inline without ``background``) and everyone keeps the current token."""
         now = self._clock()
         entry = self._entry
         state = self._state_of(entry, now)
         if not force and state is TokenState.FRESH:
             assert entry is not None
             return entry.value
-        if not force and state is TokenState.STALE:
-            assert entry is not None
-            if now < self._next_attempt_at or not self._lock.acquire(blocking=False):
-                return entry.value  # backing off, or someone else is refreshing: keep serving
-            try:
-                if self._state_of(self._entry, self._clock()) is TokenState.STALE and not self.backing_off:
-                    self._refresh_locked()
-            finally:
-                self._lock.release()
+        if not force and entry is not None and now < entry.valid_until:
+            if now >= self._next_attempt_at and self._lock.acquire(blocking=False):
+                self._start_refresh()
             current = self._entry
             assert current is not None
             return current.value
         return self._get_blocking(force)
+
+    def _start_refresh(self) -> None:
+        """Run one refresh with the lock held (the caller acquired it; released when done)."""
+        if self._background:
+            thread = threading.Thread(target=self._refresh_then_release, name="wi-refresh", daemon=True)
+            try:
+                thread.start()
+                return
+            except RuntimeError:  # no new threads (interpreter shutting down): refresh here
+                pass
+        self._refresh_then_release()
+
+    def _refresh_then_release(self) -> None:
+        try:
+            if self._state_of(self._entry, self._clock()) is not TokenState.FRESH and not self.backing_off:
+                self._refresh_locked()
+        except WorkloadIdentityError:
+            pass  # recorded (self._failure): callers left without a valid token get it
+        except Exception:
+            logger.exception("Unexpected error refreshing %s", self.describe)
+        finally:
+            self._lock.release()
 
     def _get_blocking(self, force: bool) -> T:
         generation = self._generation
@@ -300,8 +327,8 @@ class RefreshingToken(Generic[T]):
                     return entry.value
             elif not force and entry is not None and self._state_of(entry, now) is not TokenState.INVALID:
                 return entry.value
-            if entry is not None and now < entry.valid_until and now < self._next_attempt_at and not force:
-                return entry.value  # mandatory window, backing off after a failure: the token still works
+            if entry is not None and now < entry.valid_until and not force:
+                return entry.value  # still valid (a refresh just ran or is backing off): it works
             self._refresh_locked()
             current = self._entry
             assert current is not None
@@ -318,9 +345,17 @@ class RefreshingToken(Generic[T]):
             state = self._state_of(entry, now)
             if entry is not None and (
                 state is TokenState.FRESH
-                or (state is TokenState.STALE and (now < self._next_attempt_at or self._lock.locked()))
+                or (now < entry.valid_until and (now < self._next_attempt_at or self._lock.locked()))
             ):
                 return entry.value
+            # Coroutines of one loop share one call in a worker thread (the executor's few workers would
+            # otherwise queue some of them until the refresh they should have shared is over).
+            loop = asyncio.get_running_loop()
+            shared = self._inflight.get(loop)
+            if shared is None or shared.done():
+                shared = asyncio.ensure_future(asyncio.to_thread(self.get))
+                self._inflight[loop] = shared
+            return await asyncio.shield(shared)
         return await asyncio.to_thread(self.get, force=force)
 
     # -- refreshing (lock held) -------------------------------------------------------------------------------
@@ -334,20 +369,22 @@ class RefreshingToken(Generic[T]):
             self._failure = (exc, self._generation)
             self._failures += 1
             now = self._clock()
-            if previous is not None and now < previous.valid_until:
-                delay = self._backoff(previous.valid_until - now)
-                self._next_attempt_at = now + delay
-                logger.warning(
-                    "%s refresh of %s failed; keeping the current credentials (valid %.0f s more), "
-                    "next attempt in %.1f s: %s",
-                    "Advisory" if previous.valid_until - now > previous.mandatory else "Mandatory",
-                    self.describe,
-                    previous.valid_until - now,
-                    delay,
-                    str(exc).splitlines()[0] if str(exc) else type(exc).__name__,
-                )
-                return
-            raise
+            if previous is None or now >= previous.valid_until:
+                # Nothing to serve: the callers that waited for this attempt share its failure; a later caller
+                # tries again (the cause may have been fixed, e.g. a rotated token file or a trust policy).
+                raise
+            delay = self._backoff(previous.valid_until - now)
+            self._next_attempt_at = now + delay
+            logger.warning(
+                "%s refresh of %s failed; keeping the current credentials (valid %.0f s more), "
+                "next attempt in %.1f s: %s",
+                "Advisory" if previous.valid_until - now > previous.mandatory else "Mandatory",
+                self.describe,
+                previous.valid_until - now,
+                delay,
+                str(exc).splitlines()[0] if str(exc) else type(exc).__name__,
+            )
+            return
         self._generation += 1
         self._failure = None
         self._failures = 0

@@ -13,6 +13,7 @@ from collections.abc import Callable
 from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
+from botocore.parsers import ResponseParserError
 
 from airflow_workload_identity.aws.policy import explain_assume_role_error
 from airflow_workload_identity.aws.shared import SharedCredentials, _iso
@@ -96,7 +97,7 @@ class HopCredentials:
                 attempts=STS_MAX_ATTEMPTS,
             )
             raise with_http_details(explained, error, self.endpoint_url()) from error
-        except BotoCoreError as error:
+        except (BotoCoreError, ResponseParserError) as error:  # ResponseParserError: a malformed answer
             raise sdk_transient(
                 f"sts:AssumeRole {self.hop.role_arn} (hop {self.index} of {self.total}) at {self.endpoint_url()}",
                 error,

@@ -16,6 +16,7 @@ from botocore.awsrequest import AWSRequest
 from botocore.credentials import AssumeRoleWithWebIdentityCredentialFetcher, Credentials
 from botocore.exceptions import BotoCoreError, ClientError, HTTPClientError
 from botocore.httpsession import URLLib3Session
+from botocore.parsers import ResponseParserError
 from botocore.utils import FileWebIdentityTokenLoader
 
 from airflow_workload_identity._sdk import check_container_metadata_url, web_identity_call
@@ -96,14 +97,6 @@ class _WebIdentityFetcher(AssumeRoleWithWebIdentityCredentialFetcher):  # type: 
     def fetch(self) -> dict[str, Any]:
         try:
             response = web_identity_call(self)
-        except FileNotFoundError:
-            raise IdentityUnavailable(
-                "web_identity", WEB_IDENTITY_ENV, f"the token file {self._token_file} does not exist"
-            ) from None
-        except OSError as exc:
-            raise IdentityUnavailable(
-                "web_identity", WEB_IDENTITY_ENV, f"cannot read the token file {self._token_file} ({exc.strerror})"
-            ) from None
         except ClientError as error:
             claims = unverified_claims(FileWebIdentityTokenLoader(self._token_file)())
             explained = explain_web_identity_error(
@@ -115,8 +108,16 @@ class _WebIdentityFetcher(AssumeRoleWithWebIdentityCredentialFetcher):  # type: 
                 attempts=STS_MAX_ATTEMPTS,
             )
             raise with_http_details(explained, error, self._endpoint.describe()) from error
-        except BotoCoreError as error:
+        except (BotoCoreError, ResponseParserError) as error:  # before OSError: botocore's timeouts are OSErrors
             raise sdk_transient("sts:AssumeRoleWithWebIdentity", error, self._endpoint.describe()) from error
+        except FileNotFoundError:
+            raise IdentityUnavailable(
+                "web_identity", WEB_IDENTITY_ENV, f"the token file {self._token_file} does not exist"
+            ) from None
+        except OSError as exc:
+            raise IdentityUnavailable(
+                "web_identity", WEB_IDENTITY_ENV, f"cannot read the token file {self._token_file} ({exc.strerror})"
+            ) from None
         creds = response["Credentials"]
         arn = response["AssumedRoleUser"]["Arn"]
         return {

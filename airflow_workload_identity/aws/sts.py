@@ -168,7 +168,7 @@ def with_http_details(explained: WorkloadIdentityError, error: ClientError, endp
     )
 
 
-def sdk_transient(operation: str, error: BotoCoreError, endpoint: str) -> TransientError:
+def sdk_transient(operation: str, error: Exception, endpoint: str) -> TransientError:
     """A botocore failure without an answer: connection errors and timeouts were retried by botocore's
     standard mode (``STS_MAX_ATTEMPTS``); others (a malformed answer) were not (1 attempt)."""
     attempts = STS_MAX_ATTEMPTS if isinstance(error, HTTPClientError) else 1

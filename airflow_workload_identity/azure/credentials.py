@@ -21,7 +21,12 @@ from collections.abc import Callable, Hashable, Mapping
 from typing import Any
 
 from azure.core.credentials import AccessToken, AccessTokenInfo
-from azure.core.exceptions import ClientAuthenticationError, ServiceRequestError, ServiceResponseError
+from azure.core.exceptions import (
+    ClientAuthenticationError,
+    DecodeError,
+    ServiceRequestError,
+    ServiceResponseError,
+)
 from azure.identity import CredentialUnavailableError, ManagedIdentityCredential, WorkloadIdentityCredential
 
 from airflow_workload_identity._sdk import AZURE_MI_EXCLUDE_WORKLOAD_IDENTITY, refresh_wi_token_file, wi_token_file
@@ -212,7 +217,9 @@ def _transient(exc: Exception, identity: AzureIdentity) -> TransientError | None
     response = getattr(exc, "response", None)
     status = getattr(exc, "status_code", None) or getattr(response, "status_code", None)
     status = status if isinstance(status, int) else None
-    malformed = isinstance(exc.__cause__ or exc.__context__, ValueError) and status in (None, 200)
+    malformed = status in (None, 200) and any(
+        isinstance(part, (DecodeError, ValueError)) for part in (exc, exc.__cause__, exc.__context__)
+    )
     # azure-identity reports an IMDS that did not answer as CredentialUnavailableError caused by azure-core's.
     unanswered = any(isinstance(e, (ServiceRequestError, ServiceResponseError)) for e in (exc, exc.__cause__))
     if not (unanswered or malformed or (status is not None and (status == 429 or status >= 500))):

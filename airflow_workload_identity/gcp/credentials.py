@@ -364,6 +364,21 @@ def _source_error(kind: str) -> Callable[[Exception], WorkloadIdentityError]:
     return explain
 
 
+def _connection_reset(error: BaseException) -> bool:
+    """Whether a requests/urllib3 error chain holds a ``ConnectionResetError`` (a peer that accepted)."""
+    seen: set[int] = set()
+    stack: list[object] = [error]
+    while stack:
+        part = stack.pop()
+        if id(part) in seen or not isinstance(part, BaseException):
+            continue
+        seen.add(id(part))
+        if isinstance(part, ConnectionResetError):
+            return True
+        stack.extend((part.__cause__, part.__context__, *part.args))
+    return False
+
+
 def _probe_metadata(request: Any) -> None:
     """Is a GKE metadata server there at all? Nothing listening (refused, no route, connect timeout) fails
     in seconds as ``IdentityUnavailable``; a server that answers, even 429/5xx or slowly, is there, and
@@ -381,7 +396,9 @@ def _probe_metadata(request: Any) -> None:
             response = session.get(url, headers={"Metadata-Flavor": "Google"}, timeout=(3.0, 3.0))
         except requests.ReadTimeout:
             return  # connected: a server is there, answering slowly
-        except requests.RequestException:
+        except requests.RequestException as exc:
+            if _connection_reset(exc):
+                return  # connected, then reset: a server is there, failing
             continue
         status = response.status_code
         if status == 429 or status >= 500:

@@ -102,6 +102,7 @@ def make(clock: Clock, cloud: Cloud, **kwargs: Any) -> RefreshingToken[str]:
         sleep=clock.sleep,
         rng=random.Random(7),
         windows=no_windows_jitter,
+        background=kwargs.pop("background", False),
         **kwargs,
     )
 
@@ -177,7 +178,13 @@ def test_backoff_is_jittered_between_identities() -> None:
         clock = Clock()
         cloud = Cloud(clock, lifetime=3600)
         token = RefreshingToken(
-            cloud.mint, describe="t", clock=clock, sleep=clock.sleep, rng=random.Random(seed), windows=no_windows_jitter
+            cloud.mint,
+            describe="t",
+            clock=clock,
+            sleep=clock.sleep,
+            rng=random.Random(seed),
+            windows=no_windows_jitter,
+            background=False,
         )
         token.get()
         cloud.fail_always = transient()
@@ -488,3 +495,47 @@ def test_reprs_never_show_the_token() -> None:
     token = make(clock, cloud)
     token.get()
     assert "token-1" not in repr(token)
+
+
+def test_callers_never_wait_for_the_refresh_of_a_valid_token() -> None:
+    cloud = Cloud(Clock())
+    cloud.clock.now = time.time()
+    cloud.lifetime = 10
+    token = RefreshingToken(cloud.mint, describe="bg", budget=10, windows=no_windows_jitter)
+    assert token.get() == "token-1"
+    cloud.gate = threading.Event()
+    cloud.entered.clear()
+    time.sleep(10 - 1.5)  # advisory window (2 s), not yet mandatory (1 s)
+    started = time.monotonic()
+    served = [token.get() for _ in range(20)]
+    assert cloud.entered.wait(5)  # the refresh runs ...
+    time.sleep(0.8)  # ... into the mandatory window, still blocked
+    served += [token.get() for _ in range(20)]
+    assert time.monotonic() - started < 2  # nobody waited for it
+    assert served == ["token-1"] * 40 and cloud.calls == 2
+    cloud.gate.set()
+    deadline = time.monotonic() + 5
+    while token.value != "token-2" and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert token.get() == "token-2" and cloud.calls == 2
+
+
+def test_many_coroutines_share_one_worker_thread_call() -> None:
+    cloud = Cloud(Clock())
+    cloud.clock.now = time.time()
+    cloud.gate = threading.Event()
+    cloud.faults = [denied()]
+    token = RefreshingToken(cloud.mint, describe="loop", budget=10)
+
+    async def scenario() -> list[object]:
+        async def release() -> None:
+            await asyncio.sleep(0.3)
+            cloud.gate.set()  # type: ignore[union-attr]
+
+        # More coroutines than the default executor has workers: none may start a second refresh.
+        results = await asyncio.gather(*(token.aget() for _ in range(40)), release(), return_exceptions=True)
+        return results[:40]
+
+    outcomes = asyncio.run(scenario())
+    assert cloud.calls == 1
+    assert all(isinstance(o, AccessDenied) for o in outcomes)
