@@ -182,19 +182,90 @@ def main() -> int:
             for task, task_state in states.items():
                 print(f"  {task}: {task_state}")
             failed = failed or not states or any(s != "success" for s in states.values())
+        failed = secrets_backends(state, env) or failed
         if failed:
             print("demo FAILED: not every task succeeded")
             return 1
         print(
             "demo OK: the customers' data read through the hooks and the official S3Hook / GCSHook / WasbHook, the "
             "rest denied with the fix, untrusting roles, missing Token Creator and a wrong client id refused with "
-            "what to grant."
+            "what to grant; variables read from Secrets Manager, Secret Manager and Key Vault as the workload "
+            "identity, a prefix it may not read refused with the grant to add."
         )
         return 0
     finally:
         if started:
             banner("Stopping the sandbox")
             subprocess.run([python, "-m", "dev.sandbox", "stop", "--state-file", str(STATE)], cwd=ROOT, timeout=60)
+
+
+DENIED_READ = """\
+from airflow.models import Variable
+try:
+    Variable.get("greeting")
+except Exception as exc:
+    print(f"{type(exc).__name__}: {exc}")
+"""
+
+
+def secrets_backends(state: dict[str, Any], env: dict[str, str]) -> bool:
+    """Each cloud's secrets backend as ``[secrets] backend``: a variable read as the workload identity, and
+    a prefix it may not read refused with the grant to add. Returns True if a step failed."""
+    import boto3
+
+    sc, gc, ac = state["scenario"], state["gcp"]["scenario"], state["azure"]["scenario"]
+    key, secret = state["admin_keys"][sc["customer_account"]]
+    admin = boto3.client(
+        "secretsmanager",
+        endpoint_url=state["endpoint_url"],
+        region_name=state["region"],
+        aws_access_key_id=key,
+        aws_secret_access_key=secret,
+    )
+    for name, value in {
+        "airflow/variables/greeting": "hello from Secrets Manager",
+        "restricted/variables/greeting": "not for the reader",
+    }.items():
+        admin.create_secret(Name=name, SecretString=value)
+    backends = {
+        "AWS Secrets Manager": (
+            "airflow_workload_identity.aws.secrets.SecretsManagerBackend",
+            {"role_arn": sc["customer_reader_role_arn"], "region_name": state["region"]},
+            "restricted/variables",
+        ),
+        "Google Secret Manager": (
+            "airflow_workload_identity.gcp.secrets.SecretManagerBackend",
+            {
+                "impersonation_chain": gc["reader_sa"],
+                "iam_endpoint_url": state["gcp"]["iam_endpoint"],
+                "secret_manager_endpoint_url": state["gcp"]["secret_manager_endpoint"],
+            },
+            "restricted-variables",
+        ),
+        "Azure Key Vault": (
+            "airflow_workload_identity.azure.secrets.KeyVaultBackend",
+            {
+                "vault_url": state["azure"]["key_vault_url"],
+                "client_id": ac["workload_client_id"],
+                "tenant_id": ac["tenant_id"],
+            },
+            "restricted-variables",
+        ),
+    }
+    failed = False
+    for name, (backend, kwargs, restricted) in backends.items():
+        banner(f"Secrets backend: {name} ({backend})")
+        print(f"AIRFLOW__SECRETS__BACKEND_KWARGS={json.dumps(kwargs)}")
+        benv = {**env, "AIRFLOW__SECRETS__BACKEND": backend, "AIRFLOW__SECRETS__BACKEND_KWARGS": json.dumps(kwargs)}
+        value = run([sys.executable, "-m", "airflow", "variables", "get", "greeting"], benv, check=False).strip()
+        print(f"airflow variables get greeting -> {value.splitlines()[-1] if value else '(nothing)'}")
+        denied_kwargs = {**kwargs, "variables_prefix": restricted}
+        benv["AIRFLOW__SECRETS__BACKEND_KWARGS"] = json.dumps(denied_kwargs)
+        print(f"with variables_prefix={restricted!r}:")
+        refused = run([sys.executable, "-c", DENIED_READ], benv, check=False)
+        print(refused)
+        failed = failed or "hello from" not in value or "AccessDenied" not in refused
+    return failed
 
 
 def task_states(env: dict[str, str], dag_id: str) -> dict[str, str]:
