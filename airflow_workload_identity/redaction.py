@@ -183,7 +183,7 @@ class _LiveValues:
     """The current exact secrets per identity, for what shapes and keys miss; bounded and expiring."""
 
     def __init__(self) -> None:
-        self._lock = threading.Lock()
+        self._lock = threading.RLock()  # re-entrant: a GC finalizer may forget a slot inside remember()
         self._slots: OrderedDict[int, list[tuple[str, float | None]]] = OrderedDict()
         self._pattern: re.Pattern[str] | None = None
         self._dirty = False
