@@ -40,7 +40,7 @@ from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import Any, Generic, Protocol, TypeVar
 
-from airflow_workload_identity.errors import ConfigError, TransientError, WorkloadIdentityError
+from airflow_workload_identity.errors import ConfigError, IdentityUnavailable, TransientError, WorkloadIdentityError
 from airflow_workload_identity.registry import refresh_windows
 
 __all__ = [
@@ -69,6 +69,8 @@ MIN_LIFETIME_SECONDS = 1.0
 #: Backoff after a failed refresh while a token is still served: base, cap (seconds), before jitter.
 BACKOFF_BASE_SECONDS = 1.0
 BACKOFF_MAX_SECONDS = 60.0
+#: With no valid token, how long at most an unwell endpoint is left alone after a failed request.
+NO_TOKEN_BACKOFF_MAX_SECONDS = 5.0
 #: Format version of what the core writes to a host cache.
 PAYLOAD_VERSION = 1
 
@@ -329,6 +331,9 @@ class RefreshingToken(Generic[T]):
                 return entry.value
             if entry is not None and now < entry.valid_until and not force:
                 return entry.value  # still valid (a refresh just ran or is backing off): it works
+            failure = self._failure
+            if failure is not None and now < self._next_attempt_at and not force:
+                raise failure[0]  # failed moments ago (unwell endpoint) and nothing to serve: no new request
             self._refresh_locked()
             current = self._entry
             assert current is not None
@@ -370,8 +375,12 @@ class RefreshingToken(Generic[T]):
             self._failures += 1
             now = self._clock()
             if previous is None or now >= previous.valid_until:
-                # Nothing to serve: the callers that waited for this attempt share its failure; a later caller
-                # tries again (the cause may have been fixed, e.g. a rotated token file or a trust policy).
+                # Nothing to serve: the callers that waited for this attempt share its failure. An endpoint or
+                # identity that is unwell (transient, unavailable) is not asked again for a short, growing,
+                # jittered while: callers meanwhile get this failure. After a verdict (denied, misconfigured)
+                # the next caller tries at once: its cause may just have been fixed (a trust policy, a file).
+                if isinstance(exc, (TransientError, IdentityUnavailable)):
+                    self._next_attempt_at = now + min(self._backoff(BACKOFF_MAX_SECONDS), NO_TOKEN_BACKOFF_MAX_SECONDS)
                 raise
             delay = self._backoff(previous.valid_until - now)
             self._next_attempt_at = now + delay

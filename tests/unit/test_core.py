@@ -223,6 +223,23 @@ def test_without_a_token_a_denial_is_raised_at_once_and_not_retried() -> None:
     assert token.get() == "token-2"  # the next caller tries again (the trust may have been fixed)
 
 
+def test_without_a_token_an_unwell_endpoint_is_not_hammered() -> None:
+    clock = Clock()
+    cloud = Cloud(clock)
+    cloud.fail_always = transient(503)
+    token = make(clock, cloud)
+    calls = 0
+    while clock.now < T0 + 30:  # a task retrying every 100 ms for 30 s
+        with contextlib.suppress(TransientError):
+            token.get()
+        calls += 1
+        clock.now += 0.1
+    assert calls >= 299 and 6 <= cloud.calls <= 12, cloud.calls  # backoff 1, 2, 4, then at most 5 s
+    cloud.fail_always = None
+    clock.now += 5
+    assert token.get() == f"token-{cloud.calls}"
+
+
 def test_transient_faults_within_the_budget_are_invisible() -> None:
     clock = Clock()
     cloud = Cloud(clock)
