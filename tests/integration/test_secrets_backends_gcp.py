@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import http.client
 import json
+import threading
 from collections.abc import Callable, Iterator
-from typing import Any
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any, ClassVar
+from urllib.parse import urlsplit
 
 import pytest
 
@@ -163,3 +167,54 @@ def test_whoami_reports_the_backend_identity(secrets: GcpSandbox) -> None:
     report = _backend(secrets).whoami()
     assert report.hops[0].principal == secrets.scenario.source_sa
     assert report.final.principal == secrets.scenario.reader_sa
+
+
+class _ForwardProxy(BaseHTTPRequestHandler):
+    """A plain HTTP forward proxy (absolute-form request targets), recording what passes through it."""
+
+    protocol_version = "HTTP/1.1"
+    seen: ClassVar[list[str]] = []
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+    def _forward(self) -> None:
+        target = urlsplit(self.path)
+        self.seen.append(self.path)
+        length = int(self.headers.get("Content-Length") or 0)
+        body = self.rfile.read(length) if length else None
+        headers = {k: v for k, v in self.headers.items() if not k.lower().startswith("proxy-")}
+        upstream = http.client.HTTPConnection(target.hostname, target.port, timeout=10)
+        upstream.request(self.command, target.path + (f"?{target.query}" if target.query else ""), body, headers)
+        response = upstream.getresponse()
+        data = response.read()
+        self.send_response(response.status)
+        for name, value in response.getheaders():
+            if name.lower() not in ("transfer-encoding", "connection", "content-length"):
+                self.send_header(name, value)
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+        upstream.close()
+
+    do_GET = do_POST = _forward
+
+
+def test_requests_go_through_the_configured_proxy(secrets: GcpSandbox, monkeypatch: pytest.MonkeyPatch) -> None:
+    """HTTP(S)_PROXY is honoured like any requests-based SDK (NO_PROXY would exempt hosts)."""
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _ForwardProxy)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    _ForwardProxy.seen.clear()
+    try:
+        for name in ("NO_PROXY", "no_proxy"):
+            monkeypatch.delenv(name, raising=False)
+        proxy = f"http://127.0.0.1:{server.server_address[1]}"
+        monkeypatch.setenv("HTTP_PROXY", proxy)
+        monkeypatch.setenv("HTTPS_PROXY", proxy)
+        assert _backend(secrets).get_variable("greeting") == "hello from secret manager"
+    finally:
+        server.shutdown()
+        server.server_close()
+    access = f"{secrets.secret_manager_endpoint}/v1/projects/{PROJECT}/secrets/airflow-variables-greeting"
+    assert any(url.startswith(access) for url in _ForwardProxy.seen), _ForwardProxy.seen
