@@ -144,6 +144,10 @@ class AzureIdentity:
                 self._credential = self._build()
             return self._credential
 
+    def new_credential(self) -> Any:
+        """A new azure-identity credential, without its own token cache's state (no network call here)."""
+        return self._build()
+
     def _build(self) -> Any:
         if self.mode == "workload_identity":
             return _RotatingWorkloadIdentityCredential(
@@ -342,13 +346,17 @@ class SharedTokenCredential:
         claims = self._claims.get(key)
         if claims:
             options["claims"] = claims
-        credential = self.identity.credential()
+        # A new azure-identity credential per request: the core is the only token cache. azure-identity's own
+        # (per credential) would answer a refresh with the token we already hold until 300 s before expiry,
+        # hiding both the refresh and its failures from the windows and the backoff.
+        credential = self.identity.new_credential()
         self.requests += 1
         try:
             info = credential.get_token_info(*scopes, options=options or None)
         except (
             ClientAuthenticationError,
             CredentialUnavailableError,
+            DecodeError,
             ServiceRequestError,
             ServiceResponseError,
         ) as exc:
@@ -358,6 +366,8 @@ class SharedTokenCredential:
             raise explain_identity_error(exc, self.identity) from exc
         except (ValueError, OSError) as exc:
             raise explain_identity_error(exc, self.identity) from exc
+        finally:
+            credential.close()  # its HTTP session: nothing left open per refresh
         self._check_expected(info.token)
         return Minted(info, float(info.expires_on))
 
