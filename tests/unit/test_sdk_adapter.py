@@ -139,3 +139,10 @@ def test_azure_managed_identity_accepts_the_workload_identity_exclusion(
     credential = ManagedIdentityCredential(**{_sdk.AZURE_MI_EXCLUDE_WORKLOAD_IDENTITY: True})
     inner = type(getattr(credential, "_credential", None)).__name__
     assert "WorkloadIdentity" not in inner, inner
+
+
+def test_botocore_container_credential_url_rule() -> None:
+    _sdk.check_container_metadata_url("http://127.0.0.1:8080/v1/credentials")
+    _sdk.check_container_metadata_url("http://169.254.170.23/v1/credentials")
+    with pytest.raises(ValueError):
+        _sdk.check_container_metadata_url("http://attacker.example.com/v1/credentials")
