@@ -10,7 +10,9 @@ name for logs and errors, and a :class:`Codec` for the host cache). Everything e
   path runs the same refresh in a worker thread, so the loop never blocks);
 - **serve stale on failure**: a refresh that fails while the current token is still valid keeps
   serving it and logs one line; the next attempt waits a jittered, growing backoff (never hammered);
-  callers that waited for a failed refresh get that failure, not another request;
+  callers never wait for the refresh of a still-valid token (it runs in one background thread);
+  callers that waited for a failed refresh get that failure, not another request; with no valid token,
+  an unwell endpoint (``TransientError``, ``IdentityUnavailable``) is left alone for a short backoff;
 - **bounded time**: :class:`~airflow_workload_identity.errors.TransientError` from a mint is retried
   (honouring ``retry_after``) only while the token request budget allows (default 30 s, setting
   ``[workload_identity] token_request_budget_seconds``); a waiter never waits forever;
