@@ -332,3 +332,19 @@ def test_log_file_written_through_the_filter_is_clean(tmp_path: Path) -> None:
         logger.setLevel(logging.NOTSET)
     text = (tmp_path / "task.log").read_text()
     assert secret not in text and "WebIdentityToken': '***'" in text and "<SecretAccessKey>***" in text
+
+
+def test_hooks_watch_each_shared_credential_once(
+    pod: Pod, aws_sandbox: AwsSandbox, connection: Callable[..., str]
+) -> None:
+    """Many hooks on one connection: one shared credential watched, one identity's values held."""
+    from airflow_workload_identity.aws import AwsWorkloadIdentityHook
+
+    redaction.reset()
+    pod.irsa()
+    conn = connection("r", role_arn=aws_sandbox.scenario.customer_reader_role_arn)
+    for _ in range(50):
+        credentials = AwsWorkloadIdentityHook(aws_conn_id=conn).get_credentials()
+    frozen = credentials.get_frozen_credentials()
+    assert redaction.state() == {"identities": 1, "live_values": 1}  # the secret key; the token has a shape
+    assert redaction.redact(f"leaked {frozen.secret_key}") == "leaked ***"
