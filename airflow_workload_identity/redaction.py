@@ -307,7 +307,9 @@ class RedactingFilter(logging.Filter):
     """Redacts a ``LogRecord``'s message, arguments and exception; never drops a record."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        if record.args or not isinstance(record.msg, str):
+        if isinstance(record.msg, Mapping) and not record.args:  # structlog's wrap_for_formatter: an event dict
+            record.msg = _redact_value(record.msg)
+        elif record.args or not isinstance(record.msg, str):
             try:
                 message = record.getMessage()
             except Exception:  # a broken format: what the handler would show, without secrets

@@ -348,3 +348,10 @@ def test_hooks_watch_each_shared_credential_once(
     frozen = credentials.get_frozen_credentials()
     assert redaction.state() == {"identities": 1, "live_values": 1}  # the secret key; the token has a shape
     assert redaction.redact(f"leaked {frozen.secret_key}") == "leaked ***"
+
+
+def test_an_event_dict_passed_to_stdlib_stays_a_dict() -> None:
+    """structlog's ``ProcessorFormatter.wrap_for_formatter`` hands stdlib the event dict as the message."""
+    record = logging.LogRecord("x", logging.INFO, __file__, 1, {"event": "e", "token": "abcdefghijklmnopq"}, (), None)
+    redaction.RedactingFilter().filter(record)
+    assert record.msg == {"event": "e", "token": "***"}
