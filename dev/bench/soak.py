@@ -15,9 +15,9 @@ download), each through a hook's SDK client, on identities picked at random:
 
 Reported as Markdown tables: token requests per identity per lifetime (distinct credentials each identity
 handed out) and per token endpoint (the sandbox's counters, which see every request), failed data calls,
-and the process at start (after each identity's first call) and end: RSS, threads, open fds, Airflow's
-secrets masker (patterns held, their total length, the cost of masking one log line) and the package's
-redaction state (``redaction.state()``, where it exists).
+and the process at start (after each identity's first call), after one lifetime (steady state) and at
+the end: RSS, threads, open fds, Airflow's secrets masker (patterns held, their total length, the cost of
+masking one log line) and the package's redaction state (``redaction.state()``, where it exists).
 
     uv run python dev/bench/soak.py [--minutes 5] [--ttl 60] [--threads 6] [--interval 0.05] [--json PATH]
 
@@ -39,7 +39,7 @@ import sys
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -50,6 +50,8 @@ sys.path.insert(0, str(ROOT))
 from dev.bench._setup import isolate_airflow  # noqa: E402
 
 _home = isolate_airflow(AIRFLOW__WORKLOAD_IDENTITY__ALLOWED_ENDPOINT_HOSTS="127.0.0.1")
+# the default host credential cache, in this run's own directory (no token from an earlier run)
+os.environ["AIRFLOW__WORKLOAD_IDENTITY__CREDENTIAL_CACHE_DIR"] = str(Path(_home) / "credential-cache")
 
 from dev.sandbox.aws import AMBIENT_AWS_VARIABLES, AwsSandbox  # noqa: E402
 from dev.sandbox.azure import AMBIENT_AZURE_VARIABLES, AzureSandbox  # noqa: E402
@@ -111,7 +113,7 @@ def aws_identities(sb: AwsSandbox) -> list[Identity]:
     sc = sb.scenario
     token = sb.write_web_identity_token()
     os.environ.update({**sb.env_isolation(), **sb.env_irsa(token), **sb.env_pod_identity()})
-    specs = {
+    specs: dict[str, dict[str, Any]] = {
         "aws: IRSA -> customer-reader": {"source": "web_identity", "role_arn": sc.customer_reader_role_arn},
         "aws: IRSA -> customer-hop -> customer-reader-chained": {
             "source": "web_identity",
@@ -149,7 +151,7 @@ def gcp_identities(sb: GcpSandbox) -> list[Identity]:
     os.environ.update(sb.env())
     for module, attribute, value in sb.google_auth_patches():
         setattr(importlib.import_module(module), attribute, value)
-    specs = {
+    specs: dict[str, dict[str, Any]] = {
         "gcp: GKE -> reader": {"impersonation_chain": [sc.reader_sa]},
         "gcp: GKE -> hop -> chained-reader": {"impersonation_chain": [sc.hop_sa, sc.chained_reader_sa]},
         "gcp: GKE -> reader (devstorage.read_only)": {
@@ -185,7 +187,7 @@ def azure_identities(sb: AzureSandbox) -> list[Identity]:
     os.environ.update({**sb.env_isolation(), **sb.env_imds(), **sb.env_workload_identity(token_file)})
     sb.trust_ca_in_aiohttp()
     sb.grant(sc.multitenant_object_id, container=sc.container_a)
-    specs = {
+    specs: dict[str, dict[str, Any]] = {
         "azure: AKS workload identity": {"scopes": [STORAGE]},
         "azure: AKS workload identity, multi-tenant app": {"scopes": [STORAGE], "client_id": sc.multitenant_client_id},
         "azure: node managed identity (IMDS)": {
@@ -306,7 +308,7 @@ EXPECTED_PER_LIFETIME = {
 }
 
 
-def table(headers: list[str], rows: list[list[object]]) -> str:
+def table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
     lines = ["| " + " | ".join(headers) + " |", "|" + "|".join("---" for _ in headers) + "|"]
     lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
     return "\n".join(lines)
@@ -346,6 +348,11 @@ def main() -> None:
         workers = [threading.Thread(target=worker, name=f"soak-{i}", daemon=True) for i in range(args.threads)]
         for w in workers:
             w.start()
+        # a second snapshot once every thread has run a whole lifetime: what the process holds in steady
+        # state (each thread's connection pools, the servers' keep-alive handlers), against which the end
+        # snapshot shows growth
+        time.sleep(min(args.ttl, max(deadline - time.monotonic() - 1, 0)))
+        steady = process_state()
         for w in workers:
             w.join()
         elapsed = time.monotonic() - started
@@ -372,7 +379,9 @@ def main() -> None:
         per_endpoint.append(
             [name, total, during, EXPECTED_PER_LIFETIME[name], f"{during / lifetimes:.2f}" if lifetimes else "-"]
         )
-    state_rows = [[k, start.get(k, "-"), end.get(k, "-")] for k in dict.fromkeys([*start, *end])]
+    state_rows = [
+        [k, start.get(k, "-"), steady.get(k, "-"), end.get(k, "-")] for k in dict.fromkeys([*start, *steady, *end])
+    ]
     failures: Counter[str] = Counter()
     for i in identities:
         failures.update(i.failures)
@@ -404,7 +413,7 @@ def main() -> None:
         )
         + "\n"
     )
-    print(table(["process", "start", "end"], state_rows))
+    print(table(["process", "start", f"after {args.ttl} s", "end"], state_rows))
     if args.json:
         args.json.write_text(
             json.dumps(
@@ -414,6 +423,7 @@ def main() -> None:
                     "identities": per_identity,
                     "endpoints": per_endpoint,
                     "start": start,
+                    "steady": steady,
                     "end": end,
                     "failures": dict(failures),
                 },
