@@ -35,6 +35,7 @@ import importlib
 import json
 import logging
 import os
+import re
 import sys
 import traceback
 from collections.abc import Sequence
@@ -145,10 +146,38 @@ _EXTRA_FILTER = _DropExtraParseErrors()
 
 
 def _quiet_extra_parse_errors() -> None:
-    import airflow_workload_identity._compat  # noqa: F401  (Airflow configures its loggers on import)
+    from airflow_workload_identity._compat import quiet_uri_scheme_warning  # Airflow configures its loggers
 
+    quiet_uri_scheme_warning()  # reading a connection caches it as a URI; the scheme warning is not ours
     for name in ("airflow.sdk.definitions.connection", "airflow.models.connection"):
         logging.getLogger(name).addFilter(_EXTRA_FILTER)
+
+
+# The Azure SDK logs every request's and response's headers at INFO (HttpLoggingPolicy) and each token at
+# INFO (azure.identity): ~20 lines before a CLI answer at Airflow's default level. The CLI answers on
+# stdout and reports failures as one line, so these loggers start at WARNING here, unless the user asked
+# for DEBUG (AIRFLOW__LOGGING__LOGGING_LEVEL=DEBUG) or configured the logger's level themselves. Levels
+# only: the records that still pass keep going through the redaction filters (redaction.install()).
+_CHATTY_INFO_LOGGERS = ("azure.core.pipeline.policies.http_logging_policy", "azure.identity")
+
+
+def _quiet_sdk_info_logs() -> None:
+    if (
+        logging.getLogger().getEffectiveLevel() <= logging.DEBUG
+        or os.environ.get("AIRFLOW__LOGGING__LOGGING_LEVEL", "").upper() == "DEBUG"
+    ):
+        return
+    for name in _CHATTY_INFO_LOGGERS:
+        logger = logging.getLogger(name)
+        if logger.level == logging.NOTSET:
+            logger.setLevel(logging.WARNING)
+
+
+def _plain(text: str) -> str:
+    """``--help`` text from reStructuredText: inline literals (````x````) and roles (``:class:`x```) shown
+    as plain words."""
+    text = re.sub(r":[a-z]+:`~?([^`]+)`", r"\1", text)
+    return text.replace("``", "")
 
 
 def _say(line: str) -> None:
@@ -248,6 +277,14 @@ def _package_connections() -> tuple[dict[str, tuple[str, Any]], list[str]]:
             continue
         if conn.conn_type in CONN_TYPES:  # the stored text: an extra that is not JSON is reported as such
             found[conn_id] = (str(conn.conn_type), conn.extra)
+    from airflow.configuration import conf
+
+    from airflow_workload_identity.doctor import metadata_db_unavailable
+
+    skip = metadata_db_unavailable(conf.get("database", "sql_alchemy_conn", fallback="") or "")
+    if skip:  # not configured or not reachable: say so at once, no driver timeout, no retries
+        notes.append(f"metadata database not read ({skip}); environment connections only")
+        return found, notes
     try:
         from airflow.utils.session import create_session
 
@@ -296,7 +333,7 @@ def _doctor(args: argparse.Namespace) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog=PROG, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+        prog=PROG, description=_plain(__doc__ or ""), formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument(
         "--traceback", action="store_true", help="on an unexpected error, print the Python traceback too"
@@ -307,8 +344,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         ("explain", _explain, "verify every hop now; say which one fails and how to fix it"),
         ("policy", _policy, "print what must be granted for this connection, from the running identity"),
     ):
-        sub = commands.add_parser(name, help=text)
-        sub.add_argument("conn_id")
+        sub = commands.add_parser(name, help=text, description=text[0].upper() + text[1:] + ".")
+        sub.add_argument("conn_id", help="the Airflow connection id (of type aws_, gcp_ or azure_workload_identity)")
         if name == "policy":
             sub.add_argument(
                 "--format",
@@ -319,8 +356,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         else:
             sub.add_argument("--json", action="store_true", help="machine-readable output")
         sub.set_defaults(run=run)
-    doctor = commands.add_parser("doctor", help="ambient identities, token claims, endpoints, connections")
-    doctor.add_argument("--json", action="store_true")
+    doctor_text = "ambient identities, token claims, endpoints, connections"
+    doctor = commands.add_parser(
+        "doctor",
+        help=doctor_text,
+        description="Show the ambient identities of this process (the deployment's workload identity to paste "
+        "into the cloud), the claims of projected tokens, which endpoints answer, and which connections of "
+        "the package's types are valid. No token is requested.",
+    )
+    doctor.add_argument("--json", action="store_true", help="machine-readable output")
     doctor.add_argument(
         "--probe-defaults",
         action="store_true",
@@ -336,6 +380,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         redaction.install()  # SDK DEBUG lines on stderr pass the same redaction as task logs
         _quiet_extra_parse_errors()
+        _quiet_sdk_info_logs()
         status = int(args.run(args))
         sys.stdout.flush()  # inside the try: a closed pipe surfaces here, not at interpreter exit
         return status

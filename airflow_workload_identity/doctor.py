@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import datetime as dt
 import os
+import socket
 import urllib.error
 import urllib.request
 from collections.abc import Mapping
@@ -16,7 +17,7 @@ from typing import Any
 
 from airflow_workload_identity.tokens import unverified_claims
 
-__all__ = ["Finding", "ambient_identities", "check_connections"]
+__all__ = ["Finding", "ambient_identities", "check_connections", "metadata_db_unavailable"]
 
 TIMEOUT = 2.0
 
@@ -140,6 +141,43 @@ def ambient_identities(env: Mapping[str, str] | None = None, *, probe_defaults: 
         azure_imds.detail = f"IMDS at {imds} {'answers' if azure_imds.reachable else 'does not answer'}"
     findings.append(azure_imds)
     return findings
+
+
+_DEFAULT_PORTS = {"postgresql": 5432, "postgres": 5432, "mysql": 3306, "mariadb": 3306, "mssql": 1433}
+
+
+def metadata_db_unavailable(url: str, *, timeout: float = TIMEOUT) -> str | None:
+    """Why the metadata database at ``url`` (``[database] sql_alchemy_conn``) is not worth trying, or ``None``.
+
+    Asked before the doctor opens a session: a SQLite file that does not exist (opening it would create an
+    empty database), or a database server that does not accept a TCP connection within ``timeout``
+    seconds (instead of the driver's own connect timeout and Airflow's retries). The URL's password is
+    never part of the answer.
+    """
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError
+
+    try:
+        parsed = make_url(url)
+    except (ArgumentError, ValueError):
+        return "[database] sql_alchemy_conn is not a database URL"
+    backend = parsed.get_backend_name()
+    if backend == "sqlite":
+        database = parsed.database or ""
+        if not database or database == ":memory:" or database.startswith("file:"):
+            return None if database.startswith("file:") else "[database] sql_alchemy_conn is an in-memory SQLite"
+        return None if os.path.isfile(database) else f"no SQLite database at {database}"
+    host = parsed.host
+    if not host:  # a local socket: the driver's own (fast) answer
+        return None
+    port = parsed.port or _DEFAULT_PORTS.get(backend)
+    if port is None:
+        return None
+    try:
+        with socket.create_connection((host, port), timeout=timeout):
+            return None
+    except OSError:
+        return f"{backend} at {host}:{port} did not accept a connection within {timeout:g} s"
 
 
 def check_connections(connections: Mapping[str, tuple[str, Any]]) -> list[dict[str, Any]]:

@@ -60,12 +60,13 @@ class Plan:
             if step.kind == "note":
                 lines.append(f"# {step.content}")
             elif step.kind == "command":
-                lines += [f"# {step.title}" if step.title else "#", step.content]
+                lines += [*([f"# {step.title}"] if step.title else []), step.content]
             else:
                 name = re.sub(r"[^A-Za-z0-9]+", "-", step.target.rsplit("/", 1)[-1]).strip("-") or "policy"
                 where = "trust" if step.kind == "trust_statement" else "identity"
+                action = f"merge this statement into the {where} policy of {step.target}"
                 lines += [
-                    f"# {step.title}: merge this statement into the {where} policy of {step.target}",
+                    f"# {step.title}: {action}" if step.title else f"# {action[0].upper()}{action[1:]}",
                     f"cat > step{index}-{where}-{name}.json <<'JSON'",
                     json.dumps(step.content, indent=2),
                     "JSON",

@@ -70,7 +70,7 @@ def connections(state: dict[str, Any]) -> dict[str, tuple[str, dict[str, Any]]]:
         "customer_reader": {
             "role_arn": sc["customer_reader_role_arn"],
             "expected_account_ids": [sc["customer_account"]],
-            "session_tags": {"team": "data", "dag": "{dag_id}"},
+            "session_tags": {"team": "data-platform", "dag": "{dag_id}"},
             "source_identity": "{dag_id}.{task_id}",
         },
         "customer_chain": {

@@ -18,18 +18,25 @@ from typing import Any
 
 from airflow.providers.amazon.aws.hooks.base_aws import BaseSessionFactory
 
+from airflow_workload_identity._compat import quiet_uri_scheme_warning
 from airflow_workload_identity.aws.hook import AwsWorkloadIdentityHook
 from airflow_workload_identity.aws.spec import CONN_TYPE
 
 __all__ = ["WorkloadIdentitySessionFactory"]
 
-# The provider's connection wrapper warns for every connection whose type is not "aws". For our type that
-# warning is wrong (this factory is what makes it work), so it is silenced for our type only.
+# This module is imported when ``airflow.providers.amazon.aws.hooks.base_aws`` resolves ``[aws]
+# session_factory`` (at its import, before any hook builds a connection wrapper). The provider's wrapper
+# warns "expected connection type 'aws' ... might not work correctly" for every connection whose type is
+# not "aws". For our type that warning is wrong once this factory is configured (the factory is what makes
+# it work), so it is silenced for our type only, and only in processes where the factory is configured:
+# without the factory the warning stays, because there an S3Hook on our type really would not work.
 warnings.filterwarnings(
     "ignore",
     message=rf".*conn_type='{CONN_TYPE}'\) expected connection type 'aws'",
     category=UserWarning,
 )
+
+quiet_uri_scheme_warning()  # Airflow's URI-scheme warning is wrong for our types (_compat.py)
 
 
 class WorkloadIdentitySessionFactory(BaseSessionFactory):

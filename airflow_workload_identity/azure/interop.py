@@ -49,7 +49,10 @@ def install() -> None:
     """Route ``WasbHook`` / ``WasbAsyncHook`` on ``azure_workload_identity`` connections through the
     shared credential."""
     wasb, wasb_async = _classes()
+    from airflow_workload_identity._compat import quiet_uri_scheme_warning  # lazily: Airflow may be importing
+
     redaction.install()
+    quiet_uri_scheme_warning()  # Airflow's URI-scheme warning, wrong for our types (_compat.py)
     if installed():
         return
     original_sync, original_async = wasb.get_conn, wasb_async.get_async_conn

@@ -42,7 +42,10 @@ def installed() -> bool:
 def install() -> None:
     """Route official Google hooks on ``gcp_workload_identity`` connections through the shared chain."""
     hook_class = _hook_class()
+    from airflow_workload_identity._compat import quiet_uri_scheme_warning  # lazily: Airflow may be importing
+
     redaction.install()
+    quiet_uri_scheme_warning()  # Airflow's URI-scheme warning, wrong for our types (_compat.py)
     if installed():
         return
     original = hook_class.get_credentials_and_project_id
