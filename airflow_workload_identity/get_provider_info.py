@@ -49,13 +49,17 @@ def get_provider_info() -> dict[str, object]:
                 "conn-fields": {
                     "role_arn": {
                         "label": "Role ARN",
-                        "description": "The role the tasks act as: the customer's role ARN, arn:aws:iam::<account>:role/<name>, from the customer's IAM console (Roles > the role > ARN). Its trust policy must allow the pod's identity (run 'airflow-workload-identity policy' to print the statement).",
+                        "description": "Optional. The role the tasks act as: the customer's role ARN, arn:aws:iam::<account>:role/<name>, from the customer's IAM console (Roles > the role > ARN). Its trust policy must allow the pod's identity (run 'airflow-workload-identity policy' to print the statement). Empty: no role is assumed, the tasks act as the pod's own identity (the IRSA or Pod Identity role).",
                         "schema": {
-                            "type": "string",
+                            "type": [
+                                "string",
+                                "null",
+                            ],
                             "pattern": "^arn:aws(?:-cn|-us-gov|-iso|-iso-[a-z]|-eusc)?:iam::[0-9]{12}:role/(?:[\\x21-\\x7e]{0,510}/)?[A-Za-z0-9_+=,.@-]{1,64}$(?!\\n)",
                             "examples": [
                                 "arn:aws:iam::123456789012:role/reader",
                             ],
+                            "default": None,
                             "section": "Target role",
                         },
                     },
@@ -301,22 +305,25 @@ def get_provider_info() -> dict[str, object]:
                 "conn-fields": {
                     "impersonation_chain": {
                         "label": "Impersonation chain (source side first, target last)",
-                        "description": "Service-account e-mails, one per line, in order: the pod's own service account needs Token Creator on the FIRST, each on the next, and the LAST is the account your tasks act as. A single e-mail impersonates it directly. Example: hop@proj.iam.gserviceaccount.com then reader@customer.iam.gserviceaccount.com.",
+                        "description": "Optional. Service-account e-mails, one per line, in order: the pod's own service account needs Token Creator on the FIRST, each on the next, and the LAST is the account your tasks act as. A single e-mail impersonates it directly. Example: hop@proj.iam.gserviceaccount.com then reader@customer.iam.gserviceaccount.com. Empty: no impersonation, the tasks act as the pod's own service account (the deployment's workload identity, granted IAM roles directly).",
                         "schema": {
-                            "type": "array",
+                            "type": [
+                                "array",
+                                "null",
+                            ],
                             "items": {
                                 "type": "string",
                                 "pattern": "^(?:projects/-/serviceAccounts/)?[A-Za-z0-9][A-Za-z0-9-]{0,62}@[A-Za-z0-9][A-Za-z0-9.:-]*\\.[gG][sS][eE][rR][vV][iI][cC][eE][aA][cC][cC][oO][uU][nN][tT]\\.[cC][oO][mM]$(?!\\n)",
                             },
-                            "minItems": 1,
                             "maxItems": 10,
                             "uniqueItems": True,
+                            "default": None,
                             "section": "Target service account",
                         },
                     },
                     "expected_principal": {
                         "label": "Expected final service account",
-                        "description": "Optional. The e-mail the final identity must be. If the chain's target differs, the hook refuses to hand out credentials.",
+                        "description": "Optional. The e-mail the final identity must be: the chain's target, or with no chain the pod's own service account (checked on the metadata server's answer). If it differs, the hook refuses to hand out credentials.",
                         "schema": {
                             "type": [
                                 "string",
@@ -453,7 +460,7 @@ def get_provider_info() -> dict[str, object]:
                 "conn-fields": {
                     "mode": {
                         "label": "Identity mode",
-                        "description": "workload_identity (AKS: the pod's projected service-account token, AZURE_FEDERATED_TOKEN_FILE), managed_identity (the node's identity through IMDS), or auto: workload identity when a token file is configured, else managed identity.",
+                        "description": "workload_identity: the federated user-assigned identity (AKS workload identity, the pod's projected service-account token; on Astro this is the deployment's 'Managed identity' from the Astro UI and guide: pick this one). imds: the node's own managed identity through IMDS (VM/VMSS; node_managed_identity and the older managed_identity mean the same). auto (default): workload_identity when a federated token file is configured, else imds.",
                         "schema": {
                             "type": [
                                 "string",
@@ -462,6 +469,8 @@ def get_provider_info() -> dict[str, object]:
                             "enum": [
                                 "auto",
                                 "workload_identity",
+                                "imds",
+                                "node_managed_identity",
                                 "managed_identity",
                             ],
                             "default": "auto",

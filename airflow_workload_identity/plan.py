@@ -23,6 +23,16 @@ class Step:
     kind: Kind
     target: str
     content: Any  # a JSON object for statements, a string for commands and notes
+    #: "platform": hop 0, the platform's own grant (IRSA role trust, GKE KSA->GSA binding, AKS federated
+    #: credential), shown for reference: on a managed platform (Astro) the customer cannot edit it.
+    granted_by: Literal["platform", "you"] = "you"
+
+
+PLATFORM_HEADING = (
+    "== What the platform grants (hop 0: the deployment's own workload identity; on Astro the platform "
+    "manages this and you cannot edit it: shown so you can check it) =="
+)
+YOU_HEADING = "== What you grant =="
 
 
 @dataclass(kw_only=True)
@@ -34,7 +44,12 @@ class Plan:
 
     def text(self) -> str:
         lines = list(self.header)
-        for step in self.steps:
+        platform = [s for s in self.steps if s.granted_by == "platform"]
+        # hop 0 first, under its own heading; then the customer's side
+        ordered = [*platform, *[s for s in self.steps if s.granted_by != "platform"]]
+        for position, step in enumerate(ordered):
+            if platform and position in (0, len(platform)):
+                lines += ["", PLATFORM_HEADING if position == 0 else YOU_HEADING]
             if step.kind == "note":
                 lines.append(f"# {step.content}")
                 continue
@@ -57,7 +72,11 @@ class Plan:
         """Commands as they are; statements as JSON files to merge into the named policies."""
         lines = ["#!/usr/bin/env bash", f"# {self.cloud}: what this connection needs (source: {self.source})"]
         for index, step in enumerate(self.steps, start=1):
-            if step.kind == "note":
+            if step.granted_by == "platform":  # not the customer's to run: shown, commented out
+                lines.append(f"# {PLATFORM_HEADING}")
+                body = step.content if isinstance(step.content, str) else json.dumps(step.content, indent=2)
+                lines += [f"# {step.title}" if step.title else "#", *(f"#   {line}" for line in body.splitlines())]
+            elif step.kind == "note":
                 lines.append(f"# {step.content}")
             elif step.kind == "command":
                 lines += [*([f"# {step.title}"] if step.title else []), step.content]

@@ -64,6 +64,8 @@ class RoleChain:
     source: Source
     hops: tuple[HopCredentials, ...]
     endpoint: StsEndpoint
+    #: A direct identity (no ``role_arn``): the source's own credentials, shared (pinned when asked).
+    direct: SharedCredentials | None = None
 
     def __post_init__(self) -> None:
         self._mirrors: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Any] = weakref.WeakKeyDictionary()
@@ -71,6 +73,8 @@ class RoleChain:
     @property
     def credentials(self) -> SharedCredentials:
         """The target's refreshing credentials (shared by every hook with the same key)."""
+        if self.direct is not None:
+            return self.direct
         return self.hops[-1].credentials
 
     def async_credentials(self) -> Any:
@@ -90,15 +94,15 @@ class RoleChain:
 
         Proves the credentials work now, not only that they were issued; returns the caller ARN.
         """
-        final = self.hops[-1]
+        final = self.hops[-1] if self.hops else None
         try:
             arn = str(sts_client(self.credentials, self.endpoint).get_caller_identity()["Arn"])
         except ClientError as error:
             err = error.response.get("Error", {})
             raise AccessDenied(
-                hop=final.index,
-                hops=final.total,
-                caller=final.principal,
+                hop=final.index if final else 0,
+                hops=final.total if final else 0,
+                caller=final.principal if final else self.source.principal,
                 target="sts:GetCallerIdentity",
                 permission="use the credentials STS issued",
                 remediation="STS refused credentials it issued for this hop: they may have been revoked (an "
@@ -159,6 +163,8 @@ class RoleChain:
                 )
             )
         notes: list[str] = []
+        if self.spec.is_direct:
+            notes.append("no role assumed: the tasks act as the pod's own identity (hop 0)")
         if self.spec.expected_account_ids:
             notes.append(f"final account pinned to {', '.join(self.spec.expected_account_ids)}")
         if verified:
@@ -181,6 +187,10 @@ def resolve(
     source = resolve_source(spec, environ, endpoint, context, registry, clock)
     if spec.source in ("auto", "default_chain") and not spec.role_chain and source.is_role_session():
         spec.check_chained_duration(reason=f"the ambient identity ({source.description}) is itself a role session")
+    if spec.is_direct:
+        return RoleChain(
+            spec=spec, source=source, hops=(), endpoint=endpoint, direct=_direct(spec, source, registry, clock)
+        )
     rendered = spec.hops(context)
     caller: Source | HopCredentials = source
     hops: list[HopCredentials] = []
@@ -214,3 +224,36 @@ def resolve(
         caller = current
         carried = carried or bool(hop.source_identity)
     return RoleChain(spec=spec, source=source, hops=tuple(hops), endpoint=endpoint)
+
+
+def _direct(
+    spec: AwsIdentitySpec, source: Source, registry: Registry, clock: Callable[[], dt.datetime] | None
+) -> SharedCredentials:
+    """A direct identity's credentials: the source's own shared credentials as they are; pinned by
+    ``expected_account_ids`` (or from botocore's default chain), one shared wrapper per source that hands
+    them out only once the caller's account is known to be allowed."""
+    expected = spec.expected_account_ids
+    if not expected and isinstance(source.credentials, SharedCredentials):
+        return source.credentials
+
+    def fetch() -> dict[str, Any]:
+        frozen = source.credentials.get_frozen_credentials()
+        arn = source.caller_arn() or ""
+        if expected and account_of(arn) not in expected:
+            raise IdentityMismatch("expected_account_ids", expected, arn or "(unknown caller)")
+        expiry = botocore_expiry(source.credentials)
+        if expiry is None:  # static keys of the default chain: re-read them hourly
+            expiry = dt.datetime.now(dt.UTC) + dt.timedelta(hours=1)
+        return {
+            "access_key": frozen.access_key,
+            "secret_key": frozen.secret_key,
+            "token": frozen.token,
+            "expiry_time": expiry.isoformat(),
+            "account_id": account_of(arn) or None,
+            "principal": arn or None,
+        }
+
+    key = ("aws-direct", source.key, expected)
+    return registry.get_or_create(
+        key, lambda: SharedCredentials(fetch, source.method, describe=f"{source.description} (direct)", clock=clock)
+    )

@@ -205,7 +205,8 @@ class AwsWorkloadIdentityHook(BaseHook):
         identity-policy statement that would allow it."""
         from airflow_workload_identity.aws.policy import explain_data_access_denied
 
-        principal = self.chain.credentials.principal or self.spec.role_arn
+        chain = self.chain
+        principal = chain.credentials.principal or self.spec.role_arn or chain.source.caller_arn() or "the pod's role"
         return explain_data_access_denied(error, principal=principal, service=service, resource=resource, action=action)
 
     def policy_plan(self) -> Plan:

@@ -270,6 +270,7 @@ def required_grants(
     source_description: str,
     *,
     web_identity: tuple[str, str] | None = None,
+    platform_role: str | None = None,
 ) -> Plan:
     """Everything to grant, hop by hop, for a chain that starts at ``source_arn``.
 
@@ -285,7 +286,9 @@ def required_grants(
         header=[
             f"Source identity: {source_arn or '(unknown: no ambient AWS identity could be resolved here)'} "
             f"via {source_description}.",
-            f"This connection assumes {len(hops)} role(s) in order.",
+            f"This connection assumes {len(hops)} role(s) in order."
+            if hops
+            else "This connection assumes no role: the tasks act as the source identity itself.",
         ],
     )
     if web_identity is not None:
@@ -311,6 +314,35 @@ def required_grants(
                 kind="trust_statement",
                 target=base_role,
                 content=statement,
+                granted_by="platform",
+            )
+        )
+    elif platform_role is not None:  # from a laptop (--as): the platform's IRSA trust, shape only
+        plan.steps.append(
+            Step(
+                hop=0,
+                title=f"Hop 0: the deployment's Kubernetes service account -> {platform_role} (IRSA)",
+                kind="trust_statement",
+                target=platform_role,
+                content=web_identity_trust_statement(
+                    f"arn:aws:iam::{account_of(platform_role) or '<account>'}:oidc-provider/<cluster OIDC issuer>",
+                    "<cluster OIDC issuer>",
+                    "system:serviceaccount:<namespace>:<service account>",
+                    "sts.amazonaws.com",
+                ),
+                granted_by="platform",
+            )
+        )
+    if not hops:
+        plan.steps.append(
+            Step(
+                hop=None,
+                title="Grant the workload identity's role what the tasks do (an example: replace the action and "
+                "the resource). Where its identity policy is not yours to edit (Astro manages the role), name "
+                "the role as Principal in the resource's own policy instead (a bucket policy, a key policy)",
+                kind="identity_statement",
+                target=principal_for(caller),
+                content={"Effect": "Allow", "Action": "s3:GetObject", "Resource": "arn:aws:s3:::<bucket>/*"},
             )
         )
     carried = False

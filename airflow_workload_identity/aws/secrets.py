@@ -122,8 +122,7 @@ class _AwsBackend(WorkloadIdentitySecretsBackend):
     def _denied(self, error: ClientError, name: str, permission: str | None = None) -> SecretsAccessDenied:
         err = error.response.get("Error", {})
         chain = self._chain
-        final = chain.hops[-1]
-        role = self.spec.roles[-1]
+        role = self._role()
         statement = {"Effect": "Allow", "Action": permission or self.action, "Resource": self._grant(name)}
         remediation = (
             f"Add this statement to an identity policy of {role} (the backend's role), then retry:\n"
@@ -136,9 +135,9 @@ class _AwsBackend(WorkloadIdentitySecretsBackend):
                 "(and allow the role in the key policy):\n" + json.dumps(statement, indent=2)
             )
         return SecretsAccessDenied(
-            hop=final.index,
-            hops=final.total,
-            caller=final.credentials.principal or role,
+            hop=chain.hops[-1].index if chain.hops else 0,
+            hops=chain.hops[-1].total if chain.hops else 0,
+            caller=chain.credentials.principal or role,
             target=self._resource_arn(name),
             permission=permission or self.action,
             remediation=remediation,
@@ -146,9 +145,18 @@ class _AwsBackend(WorkloadIdentitySecretsBackend):
             cloud_message=str(err.get("Message", "")),
         )
 
+    def _role(self) -> str:
+        """The role the backend reads as: the last assumed, or (no role_arn) the pod's own identity."""
+        if self.spec.roles:
+            return self.spec.roles[-1]
+        from airflow_workload_identity.aws.policy import principal_for
+
+        arn = self._chain.credentials.principal or self._chain.source.principal
+        return principal_for(arn) if arn else "arn:aws:iam::<account>:role/<the pod's role>"
+
     def _arn_parts(self) -> tuple[str, str, str]:
-        role = self.spec.roles[-1]
-        return role.split(":")[1], self.region_name or "<region>", account_of(role)
+        role = self._role()
+        return role.split(":")[1], self.region_name or "<region>", account_of(role) or "<account>"
 
 
 class SecretsManagerBackend(_AwsBackend):

@@ -67,9 +67,10 @@ FIELDS: tuple[Field, ...] = (
         name="role_arn",
         label="Role ARN",
         description=(
-            "The role the tasks act as: the customer's role ARN, arn:aws:iam::<account>:role/<name>, "
+            "Optional. The role the tasks act as: the customer's role ARN, arn:aws:iam::<account>:role/<name>, "
             "from the customer's IAM console (Roles > the role > ARN). Its trust policy must allow the "
-            "pod's identity (run 'airflow-workload-identity policy' to print the statement)."
+            "pod's identity (run 'airflow-workload-identity policy' to print the statement). Empty: no role "
+            "is assumed, the tasks act as the pod's own identity (the IRSA or Pod Identity role)."
         ),
         schema={
             "type": "string",
@@ -77,7 +78,6 @@ FIELDS: tuple[Field, ...] = (
             "examples": ["arn:aws:iam::123456789012:role/reader"],
         },
         fix="paste a role ARN like arn:aws:iam::123456789012:role/my-role (not a user, policy or session ARN)",
-        required=True,
         section="Target role",
     ),
     Field(
@@ -319,7 +319,7 @@ def account_of(arn: str) -> str:
 class AwsIdentitySpec:
     """A validated ``aws_workload_identity`` connection. Build with :meth:`from_extra`."""
 
-    role_arn: str
+    role_arn: str | None = None
     role_chain: tuple[str, ...] = ()
     region_name: str | None = None
     sts_endpoint_url: str | None = None
@@ -381,7 +381,25 @@ class AwsIdentitySpec:
             raise self._error("source_identity", "starts with 'aws:', which STS reserves")
         if self.sts_endpoint_url is not None:
             self._check_endpoint(self.sts_endpoint_url)
-        if self.role_arn in self.role_chain:
+        if self.role_arn is None:
+            for name in (
+                "role_chain",
+                "external_id",
+                "session_policy",
+                "policy_arns",
+                "role_session_name",
+                "source_identity",
+                "session_tags",
+                "transitive_tag_keys",
+            ):
+                if getattr(self, name):
+                    raise self._error(
+                        name,
+                        "applies to an assumed role, and role_arn is empty (the connection acts as the pod's own "
+                        "identity, no role is assumed)",
+                        f"set role_arn to the role to assume, or remove {name}",
+                    )
+        if self.role_arn is not None and self.role_arn in self.role_chain:
             raise self._error(
                 "role_chain",
                 f"lists the target role itself (entry {self.role_chain.index(self.role_arn) + 1}), so the chain "
@@ -414,9 +432,13 @@ class AwsIdentitySpec:
         missing = [k for k in self.transitive_tag_keys if k not in keys]
         if missing:
             raise self._error("transitive_tag_keys", f"{describe_value(missing[0])} is not a key of session_tags")
-        if self.source in ("web_identity", "pod_identity") or self.role_chain:
+        if self.role_arn is not None and (self.source in ("web_identity", "pod_identity") or self.role_chain):
             self.check_chained_duration(reason=self._chained_reason())
-        if self.expected_account_ids and account_of(self.role_arn) not in self.expected_account_ids:
+        if (
+            self.role_arn is not None
+            and self.expected_account_ids
+            and account_of(self.role_arn) not in self.expected_account_ids
+        ):
             raise self._error(
                 "expected_account_ids",
                 f"the role ARN's account {account_of(self.role_arn)} is not listed",
@@ -468,9 +490,14 @@ class AwsIdentitySpec:
     # -- derived ------------------------------------------------------------------------------------------
 
     @property
+    def is_direct(self) -> bool:
+        """No role assumed: the tasks act as the pod's own identity (hop 0)."""
+        return self.role_arn is None
+
+    @property
     def roles(self) -> tuple[str, ...]:
-        """Every role assumed, in order; the last is the target."""
-        return (*self.role_chain, self.role_arn)
+        """Every role assumed, in order; the last is the target (none for a direct identity)."""
+        return () if self.role_arn is None else (*self.role_chain, self.role_arn)
 
     def session_name(self, context: RunContext) -> str:
         template = self.role_session_name or (

@@ -2,8 +2,10 @@
 
 Pure Python (no Airflow, no azure-identity). Modes: ``workload_identity`` (AKS: a federated credential
 on a user-assigned managed identity or app; the pod's projected service-account token is the client
-assertion), ``managed_identity`` (IMDS on a VM/VMSS node), or ``auto`` (workload identity when a
-federated token file is configured, else managed identity). A field the chosen mode ignores is an
+assertion; what Astro calls the deployment's "Managed identity"), ``imds`` (the node's managed identity
+through IMDS on a VM/VMSS node; ``node_managed_identity`` and the older ``managed_identity`` are
+aliases, parsed as ``managed_identity``), or ``auto`` (workload identity when a federated token file is
+configured, else IMDS). A field the chosen mode ignores is an
 error, never silently dropped.
 """
 
@@ -21,8 +23,19 @@ from airflow_workload_identity.fields import END, ConnectionForm, Field
 __all__ = ["CLOUDS", "CONN_TYPE", "FORM", "AzureIdentitySpec"]
 
 CONN_TYPE = "azure_workload_identity"
-MODES = ("auto", "workload_identity", "managed_identity")
+#: The form's values. ``workload_identity``: the federated identity (AKS workload identity; what Astro's
+#: UI and the Astro guide call the deployment's "Managed identity"). ``imds``: the node's managed identity
+#: through IMDS. ``node_managed_identity`` and the older ``managed_identity`` are aliases of ``imds``.
+MODES = ("auto", "workload_identity", "imds", "node_managed_identity", "managed_identity")
+#: The parsed mode: the IMDS spellings all become ``managed_identity`` (the value the code has always used).
 Mode = Literal["auto", "workload_identity", "managed_identity"]
+MODE_ALIASES: dict[str, Mode] = {
+    "auto": "auto",
+    "workload_identity": "workload_identity",
+    "imds": "managed_identity",
+    "node_managed_identity": "managed_identity",
+    "managed_identity": "managed_identity",
+}
 #: cloud → (authority host, resource manager scope)
 CLOUDS: dict[str, tuple[str, str]] = {
     "public": ("https://login.microsoftonline.com", "https://management.azure.com/.default"),
@@ -50,12 +63,14 @@ FIELDS: tuple[Field, ...] = (
         name="mode",
         label="Identity mode",
         description=(
-            "workload_identity (AKS: the pod's projected service-account token, AZURE_FEDERATED_TOKEN_FILE), "
-            "managed_identity (the node's identity through IMDS), or auto: workload identity when a token file "
-            "is configured, else managed identity."
+            "workload_identity: the federated user-assigned identity (AKS workload identity, the pod's "
+            "projected service-account token; on Astro this is the deployment's 'Managed identity' from the "
+            "Astro UI and guide: pick this one). imds: the node's own managed identity through IMDS (VM/VMSS; "
+            "node_managed_identity and the older managed_identity mean the same). auto (default): "
+            "workload_identity when a federated token file is configured, else imds."
         ),
         schema={"type": "string", "enum": list(MODES), "default": "auto"},
-        fix="use one of auto, workload_identity, managed_identity",
+        fix="use workload_identity (Astro, AKS workload identity), imds (the node's identity) or auto",
         section="Identity",
     ),
     Field(
@@ -242,7 +257,7 @@ class AzureIdentitySpec:
     def from_extra(cls, extra: Mapping[str, Any] | str | None) -> AzureIdentitySpec:
         v = FORM.parse(extra)
         spec = cls(
-            mode=v["mode"] or "auto",
+            mode=MODE_ALIASES[v["mode"] or "auto"],
             client_id=v["client_id"].lower() if v["client_id"] else None,
             tenant_id=v["tenant_id"],
             object_id=v["object_id"].lower() if v["object_id"] else None,
@@ -284,10 +299,11 @@ class AzureIdentitySpec:
         ignored = _MI_ONLY if mode == "workload_identity" else _WI_ONLY
         for name in ignored:
             if getattr(self, name):
-                other = "managed_identity" if mode == "workload_identity" else "workload_identity"
+                shown = "imds" if mode == "managed_identity" else mode
+                other = "imds" if mode == "workload_identity" else "workload_identity"
                 raise self._error(
                     name,
-                    f"is set but mode {mode!r} does not use it (it is a {other} field)",
+                    f"is set but mode {shown!r} does not use it (it is a {other} field)",
                     f"remove {name}, or set mode to {other!r}",
                 )
         if mode == "managed_identity":

@@ -35,6 +35,7 @@ from airflow_workload_identity.core import Minted, RefreshingToken, TokenState, 
 from airflow_workload_identity.errors import (
     AccessDenied,
     ConfigError,
+    IdentityMismatch,
     IdentityUnavailable,
     TransientError,
     WorkloadIdentityError,
@@ -476,6 +477,9 @@ class _IdToken(google.auth.credentials.Credentials):
 
     def refresh(self, request: Any) -> None:
         spec = self._chain.spec
+        if spec.is_direct:
+            self.token, self.expiry = self._chain.own_id_token(self._audience)
+            return
         url = f"{self._chain.endpoint}/v1/projects/-/serviceAccounts/{spec.target}:generateIdToken"
         body = {"audience": self._audience, "delegates": spec.api_delegates(), "includeEmail": True}
         response = _post(url, self._chain.source.token, body)
@@ -487,14 +491,47 @@ class _IdToken(google.auth.credentials.Credentials):
         self.expiry = dt.datetime.fromtimestamp(int(exp), dt.UTC).replace(tzinfo=None) if exp else None
 
 
+class _PinnedSource(google.auth.credentials.Credentials):
+    """A direct identity pinned by ``expected_principal``: the pod's own (shared) token, handed out only
+    once the metadata server's e-mail for it is the pinned one."""
+
+    def __init__(self, source: Source, expected: str) -> None:
+        super().__init__()
+        self._source = source
+        self._expected = expected
+
+    def refresh(self, request: Any) -> None:
+        token = self._source.token.ensure()
+        email = (self._source.email() or "").lower()
+        if email != self._expected:
+            raise IdentityMismatch("expected_principal", (self._expected,), email or "(no service-account e-mail)")
+        self.token, self.expiry = token, self._source.token.expiry
+
+
 class GcpChain:
-    """The resolved identity of one connection: the source, the delegates and the target token."""
+    """The resolved identity of one connection: the source, the delegates and the target token.
+
+    With an empty ``impersonation_chain`` (a direct identity) the target is the source itself: its
+    shared token is handed out as is (checked against ``expected_principal`` when pinned)."""
 
     def __init__(self, spec: GcpIdentitySpec, source: Source, endpoint: str, key: Hashable) -> None:
         self.spec = spec
         self.source = source
         self.endpoint = endpoint
         self.key = key
+        self._id_tokens: dict[str, SharedToken] = {}
+        self._id_lock = threading.Lock()
+        if spec.is_direct:
+            self.token = (
+                source.token
+                if spec.expected_principal is None
+                else SharedToken(
+                    _PinnedSource(source, spec.expected_principal),
+                    describe=f"{source.description} token pinned to {spec.expected_principal}",
+                    explain=_source_error(source.kind),
+                )
+            )
+            return
         inner = impersonated_credentials.Credentials(
             source_credentials=source.token,
             target_principal=spec.target,
@@ -512,8 +549,6 @@ class GcpChain:
             quota_project_id=spec.quota_project_id,
             endpoint=f"{endpoint}/v1/projects/-/serviceAccounts/{spec.target}:generateAccessToken",
         )
-        self._id_tokens: dict[str, SharedToken] = {}
-        self._id_lock = threading.Lock()
 
     # -- errors -------------------------------------------------------------------------------------------------
 
@@ -581,8 +616,34 @@ class GcpChain:
 
     # -- reports ------------------------------------------------------------------------------------------------
 
+    def own_id_token(self, audience: str) -> tuple[str, dt.datetime | None]:
+        """A direct identity's ID token: from the metadata server's identity endpoint (google-auth's
+        ``IDTokenCredentials``), checked against ``expected_principal``."""
+        if self.source.kind != "metadata":
+            raise IdentityUnavailable(
+                "metadata",
+                METADATA_ENV,
+                "an ID token of the pod's own identity (empty impersonation_chain) comes from the GKE metadata "
+                f"server, and this connection's source is {self.source.kind}",
+            )
+        request = http_request()
+        inner = compute_engine.IDTokenCredentials(request, audience, use_metadata_identity_endpoint=True)
+        try:
+            inner.refresh(request)
+        except Exception as exc:
+            raise _source_error("metadata")(exc) from exc
+        token = str(inner.token)
+        email = str(unverified_claims(token).get("email", "")).lower()
+        if self.spec.expected_principal and email != self.spec.expected_principal:
+            raise IdentityMismatch("expected_principal", (self.spec.expected_principal,), email or "(no e-mail)")
+        return token, inner.expiry
+
     def verify(self) -> str:
-        """One live call: an ID token through the chain; returns the e-mail Google signed into it."""
+        """One live call: an ID token through the chain (the metadata server's for a direct identity);
+        returns the e-mail Google signed into it."""
+        if self.spec.is_direct:
+            token, _ = self.own_id_token("airflow-workload-identity")
+            return str(unverified_claims(token).get("email", "")) or (self.source.email() or "")
         url = f"{self.endpoint}/v1/projects/-/serviceAccounts/{self.spec.target}:generateIdToken"
         body = {"audience": "airflow-workload-identity", "delegates": self.spec.api_delegates(), "includeEmail": True}
         response = _post(url, self.source.token, body)
@@ -634,6 +695,10 @@ class GcpChain:
                 )
             )
         notes = [f"project: {self.spec.resolved_project(os.environ) or '(none)'}"]
+        if self.spec.is_direct:
+            notes.append("no impersonation: the tasks act as the pod's own service account (hop 0)")
+            if self.spec.expected_principal:
+                notes.append(f"pinned to {self.spec.expected_principal}")
         if verified:
             notes.append(f"verified now: generateIdToken issued a token for {verified}")
         return IdentityReport(cloud="gcp", conn_id=conn_id, hops=tuple(hops), notes=tuple(notes))

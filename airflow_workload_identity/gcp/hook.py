@@ -100,7 +100,9 @@ class GcpWorkloadIdentityHook(BaseHook):
         chain = self.chain
         with contextlib.suppress(WorkloadIdentityError):
             chain.source.token.ensure()
-        return required_bindings(self.spec.impersonation_chain, chain.source.email())
+        return required_bindings(
+            self.spec.impersonation_chain, chain.source.email(), project=self.spec.resolved_project(os.environ)
+        )
 
     def explain_access_denied(
         self,
@@ -115,7 +117,8 @@ class GcpWorkloadIdentityHook(BaseHook):
         from airflow_workload_identity.gcp.policy import explain_storage_denied
 
         where = resource or bucket or "<bucket>"
-        return explain_storage_denied(error, principal=self.spec.target, bucket=where, role=role)
+        principal = (self.chain.source.email() or self.spec.target) if self.spec.is_direct else self.spec.target
+        return explain_storage_denied(error, principal=principal, bucket=where, role=role)
 
     def policy(self) -> str:
         """:meth:`policy_plan` as text for people."""

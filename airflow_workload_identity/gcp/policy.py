@@ -24,6 +24,8 @@ __all__ = [
     "explain_iam_error",
     "explain_storage_denied",
     "parse_error_body",
+    "platform_binding_step",
+    "project_binding_command",
     "required_bindings",
     "token_creator_command",
 ]
@@ -173,17 +175,66 @@ def explain_iam_error(
     )
 
 
-def required_bindings(chain: tuple[str, ...], source_email: str | None) -> Plan:
-    """Every Token Creator binding the chain needs, hop by hop, as gcloud commands."""
-    caller = source_email or "<the pod's Google service account>"
-    plan = Plan(
-        cloud="gcp",
-        source=source_email,
-        header=[
-            f"Source identity: {source_email or '(unknown: no Google service account could be resolved here)'}.",
-            f"This connection impersonates {len(chain)} service account(s) in order; the last is the target.",
-        ],
+#: The role a direct identity's binding shows: a placeholder the user replaces with the role they need.
+EXAMPLE_ROLE = "roles/storage.objectViewer"
+
+
+def project_binding_command(project: str, member: str, role: str = EXAMPLE_ROLE) -> str:
+    """The gcloud command that grants ``member`` (a service-account e-mail) ``role`` on ``project``."""
+    return f"gcloud projects add-iam-policy-binding {project} --member=serviceAccount:{member} --role={role}"
+
+
+def platform_binding_step(source_email: str | None) -> Step:
+    """Hop 0: the Kubernetes service account -> Google service account binding (GKE Workload Identity),
+    which the platform (Astro) creates for the deployment; the customer cannot edit it."""
+    account = source_email or "<the deployment's Google service account>"
+    return Step(
+        hop=0,
+        title="Hop 0: the deployment's Kubernetes service account may act as its Google service account",
+        kind="command",
+        target=account,
+        content=(
+            f"gcloud iam service-accounts add-iam-policy-binding {account} --role=roles/iam.workloadIdentityUser "
+            '--member="serviceAccount:<cluster project>.svc.id.goog[<namespace>/<kubernetes service account>]"'
+        ),
+        granted_by="platform",
     )
+
+
+def required_bindings(
+    chain: tuple[str, ...],
+    source_email: str | None,
+    *,
+    project: str | None = None,
+    source_label: str | None = None,
+) -> Plan:
+    """Every binding the connection needs, hop by hop, as gcloud commands: hop 0 (the platform's) first,
+    then the Token Creator binding of each hop, or, with no chain (a direct identity), the project
+    binding of the pod's own service account."""
+    caller = source_email or "<the pod's Google service account>"
+    seen = source_email or "(unknown: no Google service account could be resolved here)"
+    header = [f"Source identity: {seen}{f' ({source_label})' if source_label else ''}."]
+    if not chain:
+        header.append(
+            "This connection impersonates nothing: the tasks act as the source identity itself (the deployment's "
+            "workload identity), so grant IAM roles to it directly."
+        )
+    else:
+        header.append(f"This connection impersonates {len(chain)} service account(s) in order; the last is the target.")
+    plan = Plan(cloud="gcp", source=source_email, header=header)
+    plan.steps.append(platform_binding_step(source_email))
+    if not chain:
+        plan.steps.append(
+            Step(
+                hop=None,
+                title=f"Grant the workload identity a role on the project ({EXAMPLE_ROLE} is an example: pick the "
+                "role your tasks need)",
+                kind="command",
+                target=caller,
+                content=project_binding_command(project or "<project>", caller),
+            )
+        )
+        return plan
     for position, account in enumerate(chain, start=1):
         plan.steps.append(
             Step(
@@ -210,7 +261,7 @@ def required_bindings(chain: tuple[str, ...], source_email: str | None) -> Plan:
             title="",
             kind="note",
             target=chain[-1],
-            content="and the target granted on the data it reads (e.g. roles/storage.objectViewer on a bucket).",
+            content=f"and the target granted on the data it reads (e.g. {EXAMPLE_ROLE} on a bucket).",
         )
     )
     return plan

@@ -52,28 +52,28 @@ FIELDS: tuple[Field, ...] = (
         ),
         label="Impersonation chain (source side first, target last)",
         description=(
-            "Service-account e-mails, one per line, in order: the pod's own service account needs Token "
-            "Creator on the FIRST, each on the next, and the LAST is the account your tasks act as. A "
+            "Optional. Service-account e-mails, one per line, in order: the pod's own service account needs "
+            "Token Creator on the FIRST, each on the next, and the LAST is the account your tasks act as. A "
             "single e-mail impersonates it directly. Example: hop@proj.iam.gserviceaccount.com then "
-            "reader@customer.iam.gserviceaccount.com."
+            "reader@customer.iam.gserviceaccount.com. Empty: no impersonation, the tasks act as the pod's own "
+            "service account (the deployment's workload identity, granted IAM roles directly)."
         ),
         schema={
             "type": "array",
             "items": {"type": "string", "pattern": CHAIN_ENTRY_PATTERN},
-            "minItems": 1,
             "maxItems": 10,
             "uniqueItems": True,
         },
         fix="list service-account e-mails like reader@my-project.iam.gserviceaccount.com, target last",
-        required=True,
         section="Target service account",
     ),
     Field(
         name="expected_principal",
         label="Expected final service account",
         description=(
-            "Optional. The e-mail the final identity must be. If the chain's target differs, the hook "
-            "refuses to hand out credentials."
+            "Optional. The e-mail the final identity must be: the chain's target, or with no chain the pod's "
+            "own service account (checked on the metadata server's answer). If it differs, the hook refuses "
+            "to hand out credentials."
         ),
         schema={"type": "string", "pattern": SA_EMAIL_PATTERN},
         fix="use the target service account's e-mail",
@@ -204,7 +204,7 @@ class GcpIdentitySpec:
     def from_extra(cls, extra: Mapping[str, Any] | str | None) -> GcpIdentitySpec:
         v = FORM.parse(extra)
         spec = cls(
-            impersonation_chain=tuple(normalise_account(e) for e in v["impersonation_chain"]),
+            impersonation_chain=tuple(normalise_account(e) for e in v["impersonation_chain"] or ()),
             scopes=tuple(v["scopes"] or (CLOUD_PLATFORM,)),
             lifetime_seconds=DEFAULT_LIFETIME if v["lifetime_seconds"] is None else v["lifetime_seconds"],
             project_id=v["project_id"],
@@ -236,7 +236,15 @@ class GcpIdentitySpec:
                     "projects/-/serviceAccounts/ prefix)",
                     "list each service account once, in hop order, target last",
                 )
-        if self.expected_principal and self.expected_principal != self.target:
+        if self.is_direct:
+            if self.subject:
+                raise self._error(
+                    "subject",
+                    "domain-wide delegation signs as an impersonated service account, and impersonation_chain is "
+                    "empty (the pod's own service account)",
+                    "put the delegated account in impersonation_chain, or remove subject",
+                )
+        elif self.expected_principal and self.expected_principal != self.target:
             raise self._error(
                 "expected_principal",
                 f"is {self.expected_principal} but the chain ends at {self.target}",
@@ -262,9 +270,17 @@ class GcpIdentitySpec:
             )
 
     @property
+    def is_direct(self) -> bool:
+        """No impersonation: the tasks act as the pod's own service account (hop 0)."""
+        return not self.impersonation_chain
+
+    @property
     def target(self) -> str:
-        """The account the tasks act as: the last entry."""
-        return self.impersonation_chain[-1]
+        """The account the tasks act as: the last entry; with no chain, the pinned e-mail if any, else a
+        description of the pod's own account (its e-mail is only known from the metadata server)."""
+        if self.impersonation_chain:
+            return self.impersonation_chain[-1]
+        return self.expected_principal or "the pod's own service account"
 
     @property
     def delegates(self) -> tuple[str, ...]:

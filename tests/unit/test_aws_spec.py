@@ -45,7 +45,8 @@ def test_legacy_prefixed_keys_are_read() -> None:
 
 
 BAD: list[tuple[dict[str, Any], str, str]] = [
-    ({"role_arn": None}, "role_arn", "required"),
+    ({"role_arn": None, "external_id": "customer-42"}, "external_id", "role_arn is empty"),
+    ({"role_arn": None, "role_chain": [HOP]}, "role_chain", "no role is assumed"),
     ({"role_arn": "arn:aws:iam::2222:role/x"}, "role_arn", "expected shape"),
     ({"role_arn": "arn:aws:iam::222222222222:user/bob"}, "role_arn", "expected shape"),
     ({"role_arn": "arn:aws:sts::222222222222:assumed-role/x/y"}, "role_arn", "expected shape"),

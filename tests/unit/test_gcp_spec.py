@@ -54,8 +54,8 @@ def test_project_is_never_guessed_from_developer_or_appspot_accounts(email: str,
 
 
 BAD: list[tuple[dict[str, Any], str, str]] = [
-    ({"impersonation_chain": None}, "impersonation_chain", "required"),
-    ({"impersonation_chain": []}, "impersonation_chain", "at least 1 entry"),
+    ({"impersonation_chain": None, "subject": "analyst@example.com"}, "subject", "impersonation_chain is empty"),
+    ({"impersonation_chain": [], "subject": "analyst@example.com"}, "subject", "domain-wide delegation"),
     ({"impersonation_chain": ["someone@gmail.com"]}, "impersonation_chain", "not a service-account e-mail"),
     ({"impersonation_chain": ["not an email"]}, "impersonation_chain", "entry 1"),
     ({"impersonation_chain": [READER, READER]}, "impersonation_chain", "twice"),
@@ -113,10 +113,13 @@ def test_error_bodies_become_typed_errors_with_the_fix() -> None:
 def test_required_bindings_list_every_hop() -> None:
     plan = required_bindings((HOP, READER), "airflow@platform.iam.gserviceaccount.com")
     text = plan.text()
-    assert [step.hop for step in plan.steps if step.kind == "command"][:2] == [1, 2]
-    assert json.loads(plan.json())["steps"][1]["target"] == READER
+    assert [step.hop for step in plan.steps if step.kind == "command"][:3] == [0, 1, 2]
+    assert [step.granted_by for step in plan.steps][:3] == ["platform", "you", "you"]
+    assert json.loads(plan.json())["steps"][2]["target"] == READER
     shell = plan.shell()
-    assert shell.startswith("#!/usr/bin/env bash") and shell.count("gcloud iam service-accounts") == 2
+    run = [line for line in shell.splitlines() if line.startswith("gcloud iam service-accounts")]
+    assert shell.startswith("#!/usr/bin/env bash") and len(run) == 2  # hop 0 is shown commented out
+    assert "#   gcloud iam service-accounts add-iam-policy-binding airflow@platform" in shell
     assert "# Hop 1 of 2: airflow@platform.iam.gserviceaccount.com -> " + HOP in text
     assert f"# Hop 2 of 2: {HOP} -> {READER}" in text
     assert text.count("roles/iam.serviceAccountTokenCreator") == 2
