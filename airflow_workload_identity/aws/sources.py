@@ -174,9 +174,12 @@ def _pod_identity_fetch(uri: str, env: Mapping[str, str]) -> Callable[[], dict[s
                 status=status,
                 retry_after=float(retry_after) if retry_after and retry_after.strip().isdigit() else None,
             )
-        if status != 200:
+        if status != 200:  # the agent refused the token (expired, wrong audience) or the association
+            source = f"the token in {token_file}" if token_file else "AWS_CONTAINER_AUTHORIZATION_TOKEN"
             raise IdentityUnavailable(
-                "pod_identity", POD_IDENTITY_ENV, f"the EKS Pod Identity agent at {uri} answered HTTP {status}"
+                "pod_identity",
+                POD_IDENTITY_ENV,
+                f"the EKS Pod Identity agent at {uri} answered HTTP {status} to {source}",
             )
         try:
             data = json.loads(response.content.decode("utf-8"))
