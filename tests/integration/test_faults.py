@@ -299,7 +299,7 @@ def test_a_hanging_endpoint_fails_within_the_bound(case: Case, record_property: 
 
 # (gcp-metadata: the pod's own token is refreshed only when the impersonated one needs it, which a 30-second
 # window does not reach; the chain's refresh failing is the gcp-iam case.)
-@on("aws-irsa", "aws-pod-identity", "gcp-iam", "azure-imds")
+@on("aws-irsa", "aws-pod-identity", "gcp-iam", "azure-entra", "azure-imds")
 @pytest.mark.timeout(90)
 def test_a_refresh_failing_while_the_token_is_valid_keeps_serving_it_without_hammering(case: Case) -> None:
     lifetime = 30
@@ -331,7 +331,7 @@ def test_a_refresh_failing_while_the_token_is_valid_keeps_serving_it_without_ham
 # --- one attempt in flight per identity, across threads and the event loop -------------------------------
 
 
-@on("aws-pod-identity", "gcp-metadata", "azure-imds")
+@on(*CASES)
 @pytest.mark.timeout(120)
 def test_failing_refresh_is_single_flight_across_threads_and_the_event_loop(case: Case) -> None:
     case.arm(Fault.error(503, times=None))
@@ -405,7 +405,7 @@ def test_sixty_second_tokens_are_fetched_once_per_lifetime(case: Case) -> None:
     assert case.token_requests() == case.per_refresh
 
 
-@on("aws-irsa", "aws-pod-identity", "gcp-metadata", "azure-entra", "azure-imds")
+@on(*CASES)
 @pytest.mark.timeout(90)
 def test_tokens_already_expired_by_the_local_clock_cause_no_refresh_storm(case: Case) -> None:
     case.set_ttl(-120)  # the cloud's clock is behind ours: every token it issues looks expired here
@@ -500,7 +500,7 @@ def test_a_bad_token_file_is_identity_unavailable_naming_the_file_and_the_variab
     assert str(tf.path) in text and tf.env in text, text
 
 
-@pytest.mark.parametrize("token_file", ["aws-irsa", "aws-pod-identity"], indirect=True)
+@pytest.mark.parametrize("token_file", TOKEN_FILE_CASES, indirect=True)
 @pytest.mark.timeout(90)
 def test_a_token_file_rotated_mid_run_is_picked_up_on_the_next_refresh(token_file: TokenFile) -> None:
     tf = token_file
