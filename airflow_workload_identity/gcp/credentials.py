@@ -718,6 +718,7 @@ def resolve(spec: GcpIdentitySpec, *, env: Mapping[str, str] | None = None, regi
         endpoint,
         spec.subject,
         spec.quota_project_id,
+        spec.expected_principal if spec.is_direct else None,  # a direct identity's pin wraps its token
     )
     return registry.get_or_create(key, lambda: GcpChain(spec, source, endpoint, key))
 
