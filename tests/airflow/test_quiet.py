@@ -268,3 +268,19 @@ def test_airflow_cli_and_dags_test_print_no_warning_on_our_connections(
     assert "expected connection type 'aws'" not in dag_run
     assert "shall not contain '_'" not in dag_run
     assert _warnings(dag_run) == []
+
+
+def test_the_diagnostic_dag_prints_doctor_whoami_and_policy_from_inside_the_deployment(
+    demo: tuple[dict[str, Any], dict[str, str]],
+) -> None:
+    state, env = demo
+    conf = {"conn_ids": ["customer_reader", "customer_gcs", "customer_blob"], "probe_defaults": False}
+    out = _run([sys.executable, "-m", "airflow", "dags", "test", "wi_diagnostic", "--conf", json.dumps(conf)], env)
+    assert "Ambient identities of this worker" in out
+    assert f"role {state['env']['irsa']['AWS_ROLE_ARN']}" in out  # the principal to paste, as doctor shows it
+    assert "===== customer_reader" in out and "----- policy customer_reader" in out
+    assert "sts:AssumeRole" in out  # the trust statement from the worker's real identity
+    assert "roles/iam.serviceAccountTokenCreator" in out  # the GCP binding
+    assert "azure identity for connection 'customer_blob'" in out
+    assert "FAILED" not in out
+    assert _warnings(out) == []
