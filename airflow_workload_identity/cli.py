@@ -1,13 +1,17 @@
 """``airflow-workload-identity`` (also ``python -m airflow_workload_identity``): diagnostics where tasks run.
 
-    whoami  CONN_ID [--json]        who the connection becomes, hop by hop
+    whoami  CONN_ID [--json] [--as IDENTITY]
+                                    who the connection becomes, hop by hop (--as: planned from IDENTITY,
+                                    the deployment's workload identity, no cloud call)
     explain CONN_ID [--json]        verify every hop now; on failure: the hop, caller, target, permission, fix
-    policy  CONN_ID [--format text|json|shell]
-                                    what to grant (trust policy, gcloud bindings, az commands)
+    policy  CONN_ID [--format text|json|shell] [--as IDENTITY]
+                                    what to grant (trust policy, gcloud bindings, az commands); hop 0 (what
+                                    the platform grants) apart from what you grant
     doctor  [--json] [--probe-defaults]
                                     ambient identities, projected tokens' claims, endpoints, connections
 
-Run it in a worker pod: the ambient identity it uses is the one of the process. A failure is one line on
+Run it in a worker pod: the ambient identity it uses is the one of the process; from a laptop (Astro gives
+no shell into workers) give the deployment's workload identity with --as. A failure is one line on
 stderr (``explain`` prints its full explanation on stdout), never a traceback unless --traceback is given.
 
 exit status:
@@ -200,7 +204,30 @@ def _color(text: str, code: str) -> str:
     return f"\033[{code}m{text}\033[0m" if sys.stdout.isatty() else text
 
 
+def _offline(conn_id: str, identity: str, what: str) -> Any:
+    """``--as``: the connection's plan or report from its spec alone, starting at ``identity`` (the deployment's
+    workload identity, as the Astro UI shows it); the connection is read, no cloud is called."""
+    from airflow_workload_identity.attribution import RunContext
+
+    hook: Any = hook_for(conn_id)
+    cloud = str(hook.conn_type).removesuffix("_workload_identity")
+    policy = importlib.import_module(f"airflow_workload_identity.{cloud}.policy")
+    spec = hook.spec  # parsed and validated: a bad field is a ConfigError before anything else
+    extra: tuple[Any, ...] = {
+        "aws": (RunContext.current(conn_id),),
+        "gcp": (os.environ,),
+        "azure": (),
+    }[cloud]
+    if what == "plan":
+        return policy.plan_as(spec, identity, *extra)
+    return policy.report_as(spec, identity, *extra, conn_id)
+
+
 def _whoami(args: argparse.Namespace) -> int:
+    if args.as_identity is not None:
+        report = _offline(args.conn_id, args.as_identity, "report")
+        print(json.dumps(report.to_dict(), indent=2) if args.json else report.render())
+        return 0
     report = hook_for(args.conn_id).whoami()
     print(json.dumps(report.to_dict(), indent=2) if args.json else report.render())
     return 0
@@ -242,7 +269,10 @@ def _explain(args: argparse.Namespace) -> int:
 
 
 def _policy(args: argparse.Namespace) -> int:
-    plan = hook_for(args.conn_id).policy_plan()
+    if args.as_identity is not None:
+        plan = _offline(args.conn_id, args.as_identity, "plan")
+    else:
+        plan = hook_for(args.conn_id).policy_plan()
     print({"text": plan.text, "json": plan.json, "shell": plan.shell}[args.format]())
     return 0
 
@@ -355,6 +385,15 @@ def main(argv: Sequence[str] | None = None) -> int:
             )
         else:
             sub.add_argument("--json", action="store_true", help="machine-readable output")
+        if name in ("whoami", "policy"):
+            sub.add_argument(
+                "--as",
+                dest="as_identity",
+                metavar="IDENTITY",
+                help="from a laptop, no cloud call: start from this identity instead of the running one, the "
+                "deployment's workload identity as the Astro UI shows it (Deployment > Details > Workload "
+                "Identity): an IAM role ARN (AWS), a service-account e-mail (GCP), a client id (Azure)",
+            )
         sub.set_defaults(run=run)
     doctor_text = "ambient identities, token claims, endpoints, connections"
     doctor = commands.add_parser(

@@ -11,22 +11,29 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
-from airflow_workload_identity.aws.spec import AssumeRoleHop, account_of
+from airflow_workload_identity.attribution import RunContext
+from airflow_workload_identity.aws.spec import AssumeRoleHop, AwsIdentitySpec, account_of
 from airflow_workload_identity.errors import (
     AccessDenied,
+    ConfigError,
+    IdentityMismatch,
     RejectedValue,
     TransientError,
     WorkloadIdentityError,
 )
 from airflow_workload_identity.plan import Plan, Step
+from airflow_workload_identity.report import Hop, IdentityReport
 from airflow_workload_identity.tokens import unverified_claims
 
 __all__ = [
     "caller_statement",
+    "check_as",
     "explain_assume_role_error",
     "explain_data_access_denied",
     "explain_web_identity_error",
+    "plan_as",
     "principal_for",
+    "report_as",
     "required_grants",
     "trust_statement",
 ]
@@ -357,13 +364,16 @@ def required_grants(
                 content=trust_statement(caller, hop, source_identity_carried=carried),
             )
         )
+        platforms = index == 1 and (web_identity is not None or platform_role is not None)
         plan.steps.append(
             Step(
                 hop=index,
-                title="",
+                # the first caller is the deployment's own role: its identity policy is the platform's
+                title=f"Hop {index}: the deployment's role may assume {hop.role_arn}" if platforms else "",
                 kind="identity_statement",
                 target=principal_for(caller),
                 content=caller_statement(hop, source_identity_carried=carried),
+                granted_by="platform" if platforms else "you",
             )
         )
         caller = hop.role_arn
@@ -401,3 +411,56 @@ def explain_data_access_denied(
             "(and check the resource's own policy, e.g. the bucket policy, does not deny it).",
         ]
     )
+
+
+# -- from a laptop: the deployment's identity given on the command line (``--as``), no cloud call ---------------
+
+AS_FIX = (
+    "pass the deployment's workload identity as shown in the Astro UI (Deployment > Details > Workload "
+    "Identity), a role ARN like arn:aws:iam::123456789012:role/my-deployment"
+)
+
+
+def check_as(identity: str) -> str:
+    """``--as`` for AWS: an IAM role ARN (the deployment's workload identity), else a ``ConfigError``."""
+    from airflow_workload_identity.aws.spec import ROLE_ARN_PATTERN
+
+    value = identity.strip()
+    if not re.fullmatch(ROLE_ARN_PATTERN, value):
+        raise ConfigError("--as", "is not an IAM role ARN (arn:aws:iam::<account>:role/<name>)", AS_FIX)
+    return value
+
+
+def _check_pin(spec: AwsIdentitySpec, identity: str) -> None:
+    if spec.is_direct and spec.expected_account_ids and account_of(identity) not in spec.expected_account_ids:
+        raise IdentityMismatch("expected_account_ids", spec.expected_account_ids, identity)
+
+
+def plan_as(spec: AwsIdentitySpec, identity: str, context: RunContext) -> Plan:
+    """:func:`required_grants` from the spec alone, the caller being ``identity`` (no cloud call)."""
+    caller = check_as(identity)
+    _check_pin(spec, caller)
+    return required_grants(
+        spec.hops(context),
+        caller,
+        "the deployment's workload identity given with --as (not checked: no cloud call)",
+        platform_role=caller,
+    )
+
+
+def report_as(spec: AwsIdentitySpec, identity: str, context: RunContext, conn_id: str) -> IdentityReport:
+    """Who the connection would be, hop by hop, starting from ``identity`` (planned, not verified)."""
+    caller = check_as(identity)
+    _check_pin(spec, caller)
+    hops = [Hop(index=0, principal=caller, method="the deployment's workload identity, given with --as")]
+    for index, hop in enumerate(spec.hops(context), start=1):
+        details = [("session name", hop.session_name), ("duration", f"{hop.duration_seconds}s")]
+        if hop.external_id:
+            details.append(("external id", "sent"))
+        hops.append(Hop(index=index, principal=hop.role_arn, method="sts:AssumeRole (planned)", details=tuple(details)))
+    notes = ["planned from --as: no cloud call was made; whoami inside the deployment verifies it"]
+    if spec.is_direct:
+        notes.append("no role assumed: the tasks act as the deployment's workload identity itself")
+    if spec.expected_account_ids:
+        notes.append(f"final account pinned to {', '.join(spec.expected_account_ids)}")
+    return IdentityReport(cloud="aws", conn_id=conn_id, hops=tuple(hops), notes=tuple(notes))

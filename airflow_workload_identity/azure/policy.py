@@ -12,18 +12,29 @@ import os
 import re
 from typing import Any
 
+from airflow_workload_identity.azure.spec import AzureIdentitySpec
 from airflow_workload_identity.errors import (
     AccessDenied,
     ConfigError,
+    IdentityMismatch,
     IdentityUnavailable,
     RejectedValue,
     TransientError,
     WorkloadIdentityError,
 )
 from airflow_workload_identity.plan import Plan, Step
+from airflow_workload_identity.report import Hop, IdentityReport
 from airflow_workload_identity.tokens import unverified_claims
 
-__all__ = ["explain_identity_error", "explain_storage_denied", "federated_credential_command", "required_setup"]
+__all__ = [
+    "check_as",
+    "explain_identity_error",
+    "explain_storage_denied",
+    "federated_credential_command",
+    "plan_as",
+    "report_as",
+    "required_setup",
+]
 
 CONN_TYPE = "azure_workload_identity"
 FIC_LIMIT = 20
@@ -222,6 +233,7 @@ def required_setup(identity: Any) -> Plan:
                         identity_name=spec.identity_name,
                         resource_group=spec.resource_group,
                     ),
+                    granted_by="platform",
                 ),
                 Step(
                     hop=None,
@@ -254,6 +266,7 @@ def required_setup(identity: Any) -> Plan:
                 target=spec.resource_id or "<identity resource id>",
                 content="az vmss identity assign -g <node resource group> -n <vmss> --identities "
                 f"{spec.resource_id or '<identity resource id>'}",
+                granted_by="platform",
             ),
             Step(
                 hop=None,
@@ -265,3 +278,101 @@ def required_setup(identity: Any) -> Plan:
             ),
         ],
     )
+
+
+# -- from a laptop: the deployment's identity given on the command line (``--as``), no cloud call ---------------
+
+AS_FIX = (
+    "pass the client id of the deployment's managed identity as shown in the Astro UI (Deployment > Details > "
+    "Workload Identity) or the Azure portal (Managed Identities > the identity > Overview), a GUID"
+)
+_GUID = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")
+
+
+def check_as(identity: str) -> str:
+    """``--as`` for Azure: a client id (GUID), else a ``ConfigError`` naming ``--as``."""
+    value = identity.strip().lower()
+    if not _GUID.fullmatch(value):
+        raise ConfigError("--as", "is not a client id (a GUID like 00000000-0000-0000-0000-000000000000)", AS_FIX)
+    return value
+
+
+def _checked(spec: AzureIdentitySpec, identity: str) -> str:
+    client_id = check_as(identity)
+    if spec.client_id and spec.client_id != client_id:
+        raise IdentityMismatch("client_id", (spec.client_id,), client_id)
+    return client_id
+
+
+def plan_as(spec: AzureIdentitySpec, identity: str) -> Plan:
+    """What the connection needs, from the spec alone, for the identity ``identity`` (no cloud call).
+
+    Hop 0 (the federated credential that lets the deployment's Kubernetes service account sign in as the
+    identity, or for IMDS the identity attached to the nodes) is the platform's; the role assignment is yours."""
+    client_id = _checked(spec, identity)
+    imds = spec.mode == "managed_identity"
+    if imds:
+        platform = Step(
+            hop=0,
+            title="Hop 0: the identity attached to the node pool's VM scale set (IMDS)",
+            kind="command",
+            target=spec.resource_id or client_id,
+            content="az vmss identity assign -g <node resource group> -n <vmss> --identities "
+            f"{spec.resource_id or '<identity resource id>'}",
+            granted_by="platform",
+        )
+    else:
+        platform = Step(
+            hop=0,
+            title="Hop 0: the deployment's Kubernetes service account may sign in as the identity (federated "
+            "credential)",
+            kind="command",
+            target=spec.identity_name or client_id,
+            content=federated_credential_command(
+                issuer="<the cluster's OIDC issuer>",
+                subject="system:serviceaccount:<namespace>:<service account>",
+                identity_name=spec.identity_name,
+                resource_group=spec.resource_group,
+            ),
+            granted_by="platform",
+        )
+    tenant = spec.tenant_id or spec.expected_tenant_id or "(AZURE_TENANT_ID in the deployment)"
+    return Plan(
+        cloud="azure",
+        source=client_id,
+        header=[
+            f"{'Node managed identity via IMDS' if imds else 'Workload identity'}: client {client_id}, "
+            f"tenant {tenant} (given with --as; not checked: no cloud call).",
+        ],
+        steps=[
+            platform,
+            Step(
+                hop=None,
+                title='Grant the identity on the data ("Storage Blob Data Reader" is an example: pick the role '
+                "your tasks need)",
+                kind="command",
+                target=client_id,
+                content=f'az role assignment create --assignee {client_id} --role "Storage Blob Data Reader" '
+                "--scope <storage account or container resource id>",
+            ),
+        ],
+    )
+
+
+def report_as(spec: AzureIdentitySpec, identity: str, conn_id: str) -> IdentityReport:
+    """Who the connection would be, from ``identity`` (planned, not verified)."""
+    client_id = _checked(spec, identity)
+    mode = "imds" if spec.mode == "managed_identity" else "workload_identity" if spec.mode != "auto" else "auto"
+    details: list[tuple[str, str]] = [("mode", mode)]
+    if spec.tenant_id:
+        details.append(("tenant", spec.tenant_id))
+    hop = Hop(
+        index=0,
+        principal=f"client {client_id}",
+        method="the deployment's managed identity, given with --as",
+        details=tuple(details),
+    )
+    notes = ["planned from --as: no cloud call was made; whoami inside the deployment verifies it"]
+    if spec.expected_tenant_id:
+        notes.append(f"tenant pinned to {spec.expected_tenant_id}")
+    return IdentityReport(cloud="azure", conn_id=conn_id, hops=(hop,), notes=tuple(notes))

@@ -9,23 +9,33 @@ from __future__ import annotations
 
 import json
 import re
-from typing import Any
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
 
 from airflow_workload_identity.errors import (
     AccessDenied,
+    ConfigError,
+    IdentityMismatch,
     IdentityUnavailable,
     RejectedValue,
     TransientError,
     WorkloadIdentityError,
 )
 from airflow_workload_identity.plan import Plan, Step
+from airflow_workload_identity.report import Hop, IdentityReport
+
+if TYPE_CHECKING:  # annotations only
+    from airflow_workload_identity.gcp.spec import GcpIdentitySpec
 
 __all__ = [
+    "check_as",
     "explain_iam_error",
     "explain_storage_denied",
     "parse_error_body",
+    "plan_as",
     "platform_binding_step",
     "project_binding_command",
+    "report_as",
     "required_bindings",
     "token_creator_command",
 ]
@@ -280,3 +290,57 @@ def explain_storage_denied(error: Exception, *, principal: str, bucket: str, rol
             f"--member=serviceAccount:{principal} --role={role}",
         ]
     )
+
+
+# -- from a laptop: the deployment's identity given on the command line (``--as``), no cloud call ---------------
+
+AS_FIX = (
+    "pass the deployment's workload identity as shown in the Astro UI (Deployment > Details > Workload "
+    "Identity), a service-account e-mail like my-deployment@my-project.iam.gserviceaccount.com"
+)
+
+
+def check_as(identity: str) -> str:
+    """``--as`` for GCP: a service-account e-mail (the deployment's workload identity), else ``ConfigError``."""
+    from airflow_workload_identity.gcp.spec import SA_EMAIL_PATTERN
+
+    value = identity.strip().lower()
+    if not re.fullmatch(SA_EMAIL_PATTERN, value):
+        raise ConfigError("--as", "is not a service-account e-mail (<name>@<project>.iam.gserviceaccount.com)", AS_FIX)
+    return value
+
+
+def _check_pin(spec: GcpIdentitySpec, identity: str) -> None:
+    if spec.is_direct and spec.expected_principal and spec.expected_principal != identity:
+        raise IdentityMismatch("expected_principal", (spec.expected_principal,), identity)
+
+
+def plan_as(spec: GcpIdentitySpec, identity: str, environ: Mapping[str, str]) -> Plan:
+    """:func:`required_bindings` from the spec alone, the source being ``identity`` (no cloud call)."""
+    source = check_as(identity)
+    _check_pin(spec, source)
+    return required_bindings(
+        spec.impersonation_chain,
+        source,
+        project=spec.resolved_project(environ),
+        source_label="the deployment's workload identity given with --as; not checked: no cloud call",
+    )
+
+
+def report_as(spec: GcpIdentitySpec, identity: str, environ: Mapping[str, str], conn_id: str) -> IdentityReport:
+    """Who the connection would be, hop by hop, starting from ``identity`` (planned, not verified)."""
+    source = check_as(identity)
+    _check_pin(spec, source)
+    hops = [Hop(index=0, principal=source, method="the deployment's workload identity, given with --as")]
+    chain = spec.impersonation_chain
+    for position, account in enumerate(chain, start=1):
+        last = position == len(chain)
+        method = "generateAccessToken target (planned)" if last else "delegate (planned)"
+        hops.append(Hop(index=position, principal=account, method=method))
+    notes = [
+        f"project: {spec.resolved_project(environ) or '(none)'}",
+        "planned from --as: no cloud call was made; whoami inside the deployment verifies it",
+    ]
+    if spec.is_direct:
+        notes.append("no impersonation: the tasks act as the deployment's workload identity itself")
+    return IdentityReport(cloud="gcp", conn_id=conn_id, hops=tuple(hops), notes=tuple(notes))
