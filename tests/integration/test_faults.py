@@ -257,12 +257,7 @@ def test_a_transient_fault_within_the_retry_budget_is_invisible_to_the_task(case
 
 @on_pairs(
     "fault",
-    " ".join(
-        f"{c}:{f}"
-        for c in CASES
-        for f in PERSISTENT
-        if f"{c}:{f}" not in ("azure-entra:malformed", "azure-imds:503", "azure-imds:429")
-    ),
+    " ".join(f"{c}:{f}" for c in CASES for f in PERSISTENT if f"{c}:{f}" not in ("azure-imds:503", "azure-imds:429")),
 )
 @pytest.mark.timeout(45)
 def test_a_persistent_fault_ends_in_a_transient_error_naming_endpoint_attempts_and_status(
@@ -481,7 +476,7 @@ def _expired(tf: TokenFile) -> None:
 
 @pytest.mark.parametrize(
     ("token_file", "problem"),
-    [(c, p) for c in TOKEN_FILE_CASES for p in ("missing", "unreadable")],
+    [(c, p) for c in TOKEN_FILE_CASES for p in ("missing", "unreadable")] + [("aws-pod-identity", "expired")],
     indirect=["token_file"],
 )
 def test_a_bad_token_file_is_identity_unavailable_naming_the_file_and_the_variable(
