@@ -223,7 +223,28 @@ def _offline(conn_id: str, identity: str, what: str) -> Any:
     return policy.report_as(spec, identity, *extra, conn_id)
 
 
+def _backend_report() -> Any:
+    """The configured ``[secrets] backend``'s identity report (one of the package's backends)."""
+    from airflow_workload_identity.secrets_common import BACKENDS, configured_backend
+
+    backend = configured_backend()
+    if backend is None:
+        raise ConfigError(
+            "[secrets] backend",
+            "is not one of this package's backends",
+            f"set AIRFLOW__SECRETS__BACKEND to one of {', '.join(BACKENDS)}, or drop --secrets-backend",
+        )
+    return backend.whoami()
+
+
 def _whoami(args: argparse.Namespace) -> int:
+    if args.conn_id is None and not args.secrets_backend:
+        raise ConfigError("conn_id", "is missing", "name a connection, or pass --secrets-backend")
+    if args.secrets_backend:
+        report = _backend_report()
+        print(json.dumps(report.to_dict(), indent=2) if args.json else report.render())
+        if args.conn_id is None:
+            return 0
     if args.as_identity is not None:
         report = _offline(args.conn_id, args.as_identity, "report")
         print(json.dumps(report.to_dict(), indent=2) if args.json else report.render())
@@ -332,15 +353,23 @@ def _doctor(args: argparse.Namespace) -> int:
     findings = ambient_identities(probe_defaults=args.probe_defaults)
     connections, notes = _package_connections()
     checked = check_connections(connections)
+    from airflow_workload_identity.doctor import secrets_backend
+
+    backend = secrets_backend()
     if args.json:
         print(
             json.dumps(
-                {"identities": [f.to_dict() for f in findings], "connections": checked, "notes": notes},
+                {
+                    "identities": [f.to_dict() for f in findings],
+                    "connections": checked,
+                    "secrets_backend": backend,
+                    "notes": notes,
+                },
                 indent=2,
                 default=str,
             )
         )
-        return 0 if all(c["valid"] for c in checked) else 1
+        return 0 if all(c["valid"] for c in checked) and (backend is None or backend.get("valid", True)) else 1
     width = max(len(f.name) for f in findings)
     print("Ambient identities:")
     for f in findings:
@@ -356,9 +385,24 @@ def _doctor(args: argparse.Namespace) -> int:
     for c in checked:
         status = _color("valid", "32") if c["valid"] else _color("INVALID", "31")
         print(f"  {c['conn_id']} ({c['conn_type']}): {status}" + (f"\n    {c['error']}" if c["error"] else ""))
+    print("Secrets backend:")
+    if backend is None:
+        print("  (none configured)")
+    elif not backend["package"]:
+        print(f"  {backend['backend']} (not one of the package's)")
+    elif not backend["valid"]:
+        print(f"  {backend['backend']}: {_color('INVALID', '31')}\n    {backend['error']}")
+    else:
+        prefixes = ", ".join(
+            f"{kind} {backend[kind + '_prefix']!r}" if backend[kind + "_prefix"] else f"{kind} off"
+            for kind in ("connections", "variables", "config")
+        )
+        print(f"  {backend['backend']}: {_color('valid', '32')}, reads as {backend['reads_as']}; {prefixes}")
+        print(f"    (run '{PROG} whoami --secrets-backend' to request its token and see who it is now)")
     for note in notes:
         print(f"  note: {note}")
-    return 0 if all(c["valid"] for c in checked) else 1
+    ok = all(c["valid"] for c in checked) and (backend is None or backend.get("valid", True))
+    return 0 if ok else 1
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -375,7 +419,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         ("policy", _policy, "print what must be granted for this connection, from the running identity"),
     ):
         sub = commands.add_parser(name, help=text, description=text[0].upper() + text[1:] + ".")
-        sub.add_argument("conn_id", help="the Airflow connection id (of type aws_, gcp_ or azure_workload_identity)")
+        sub.add_argument(
+            "conn_id",
+            nargs="?" if name == "whoami" else None,
+            help="the Airflow connection id (of type aws_, gcp_ or azure_workload_identity)",
+        )
+        if name == "whoami":
+            sub.add_argument(
+                "--secrets-backend",
+                action="store_true",
+                help="also (or, without CONN_ID, only) who the configured [secrets] backend reads secrets as",
+            )
         if name == "policy":
             sub.add_argument(
                 "--format",

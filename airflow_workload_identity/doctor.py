@@ -17,7 +17,7 @@ from typing import Any
 
 from airflow_workload_identity.tokens import unverified_claims
 
-__all__ = ["Finding", "ambient_identities", "check_connections", "metadata_db_unavailable"]
+__all__ = ["Finding", "ambient_identities", "check_connections", "metadata_db_unavailable", "secrets_backend"]
 
 TIMEOUT = 2.0
 
@@ -208,3 +208,45 @@ def check_connections(connections: Mapping[str, tuple[str, Any]]) -> list[dict[s
         except ConfigError as exc:
             results.append({"conn_id": conn_id, "conn_type": conn_type, "valid": False, "error": str(exc)})
     return results
+
+
+def _reads_as(spec: Any) -> str:
+    """Who a backend's spec reads secrets as, from the spec alone (no token is requested)."""
+    roles = getattr(spec, "roles", None)
+    if roles is not None:  # AWS
+        return " -> ".join(("the pod's own identity", *roles)) if roles else "the pod's own identity (no role_arn)"
+    chain = getattr(spec, "impersonation_chain", None)
+    if chain is not None:  # GCP
+        own = "the pod's own service account"
+        return " -> ".join((own, *chain)) if chain else f"{own} (no impersonation_chain)"
+    mode = "imds" if spec.mode == "managed_identity" else spec.mode
+    return f"Azure {mode} identity, client {spec.client_id or '(AZURE_CLIENT_ID)'}"
+
+
+def secrets_backend() -> dict[str, Any] | None:
+    """The deployment's ``[secrets] backend`` when it is one of the package's: its class, who it reads
+    secrets as (from ``backend_kwargs``, validated: a bad kwarg is reported, not raised) and its prefixes.
+    ``None`` when another backend (or none) is configured. No network call."""
+    from airflow.configuration import conf
+
+    from airflow_workload_identity.errors import ConfigError
+    from airflow_workload_identity.secrets_common import BACKENDS, configured_backend
+
+    path = (conf.get("secrets", "backend", fallback="") or "").strip()
+    if path not in BACKENDS:
+        return {"backend": path, "package": False} if path else None
+    try:
+        backend: Any = configured_backend()
+    except ConfigError as exc:
+        return {"backend": path, "package": True, "valid": False, "error": str(exc)}
+    options = backend.options
+    return {
+        "backend": path,
+        "package": True,
+        "valid": True,
+        "error": None,
+        "reads_as": _reads_as(backend.spec),
+        "connections_prefix": options.connections_prefix,
+        "variables_prefix": options.variables_prefix,
+        "config_prefix": options.config_prefix,
+    }
