@@ -269,6 +269,14 @@ class SharedTokenCredential:
         for token in tokens:
             token.add_listener(_on_token(listener))
 
+    def _key(self, scopes: tuple[str, ...], tenant_id: str | None) -> tuple[Any, ...]:
+        """One token per scope set and tenant; the identity's own tenant named explicitly (Key Vault's
+        challenge does) is the same token as no tenant."""
+        own = (self.identity.tenant_id or "").lower()
+        if tenant_id and tenant_id.lower() == own:
+            tenant_id = None
+        return (scopes, tenant_id)
+
     def _token_for(self, key: tuple[Any, ...]) -> RefreshingToken[AccessTokenInfo]:
         with self._guard:
             token = self._tokens.get(key)
@@ -292,15 +300,14 @@ class SharedTokenCredential:
 
     def fresh(self, *scopes: str, tenant_id: str | None = None) -> AccessTokenInfo | None:
         """The cached token if it is fresh (no lock, no I/O)."""
-        token = self._tokens.get((scopes, tenant_id))
+        token = self._tokens.get(self._key(scopes, tenant_id))
         if token is None or token.state() is not TokenState.FRESH:
             return None
         return token.value
 
     def get_token_info(self, *scopes: str, options: Mapping[str, Any] | None = None) -> AccessTokenInfo:
-        tenant_id = (options or {}).get("tenant_id")
         claims = (options or {}).get("claims")
-        key = (scopes, tenant_id)
+        key = self._key(scopes, (options or {}).get("tenant_id"))
         token = self._token_for(key)
         if claims:  # a claims challenge (CAE): a new token carrying the claims, one at a time
             with self._claims_lock:
@@ -319,7 +326,7 @@ class SharedTokenCredential:
         """For the event loop: no thread while the token is usable; a refresh runs off the loop."""
         if options and options.get("claims"):
             return await asyncio.to_thread(self.get_token_info, *scopes, options=options)
-        return await self._token_for((scopes, (options or {}).get("tenant_id"))).aget()
+        return await self._token_for(self._key(scopes, (options or {}).get("tenant_id"))).aget()
 
     def get_token(
         self,
