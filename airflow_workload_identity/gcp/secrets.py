@@ -206,6 +206,9 @@ class SecretManagerBackend(WorkloadIdentitySecretsBackend):
 
     def _denied(self, name: str, parsed: dict[str, Any]) -> SecretsAccessDenied:
         target = self.spec.target
+        if self.spec.is_direct:  # the pod's own service account: its e-mail, known once its token is
+            chain = getattr(self, "_chain", None)
+            target = (chain.source.email() if chain is not None else None) or target
         hops = len(self.spec.impersonation_chain)
         prefix = next(
             (

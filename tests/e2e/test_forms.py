@@ -229,20 +229,21 @@ def test_form_add_edit_and_test(
     case.tested(result["message"])
 
 
-def test_form_clamps_numbers_to_the_schema_bounds_and_requires_required_fields(
+def test_form_clamps_numbers_to_the_schema_bounds_and_leaves_role_arn_optional(
     page: Page, api_server: ApiServer, cloud: Cloud
 ) -> None:
-    """What the 3.3.2 UI enforces of a field's JSON schema: ``required`` (Save disabled, "This field is
-    required") and ``minimum``/``maximum`` of integers (the spinner clamps on blur: 100 becomes 900, so
-    the bad value never reaches storage). ``pattern`` is not enforced by the form (the hook refuses
-    such a value, naming the field)."""
+    """What the 3.3.2 UI enforces of a field's JSON schema: ``minimum``/``maximum`` of integers (the
+    spinner clamps on blur: 100 becomes 900, so the bad value never reaches storage), and no field is
+    required: an empty ``role_arn`` is the pod's own identity (a direct connection), so Save is enabled
+    without it. ``pattern`` is not enforced by the form (the hook refuses such a value, naming the field)."""
     conn_id = "e2e_aws_bounds"
     dialog = ConnectionDialog.add(page, conn_id)
     dialog.set_id(conn_id)
     dialog.choose_type(AWS_FORM.hook_name)
-    expect(dialog.save_button).to_be_disabled()
+    expect(dialog.save_button).to_be_enabled()
     dialog.open("Target role")
-    expect(dialog.field("role_arn").locator("[data-part=error-text]")).to_have_text("This field is required")
+    expect(dialog.field("role_arn").locator("[data-part=error-text]")).to_have_count(0)
+    assert not dialog.is_required("role_arn")
 
     dialog.fill("role_arn", cloud.aws.scenario.customer_reader_role_arn)
     expect(dialog.save_button).to_be_enabled()

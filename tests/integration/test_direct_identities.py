@@ -220,3 +220,37 @@ def test_gcshook_on_a_direct_connection(gcp_direct: object, gcp_connection: Call
         uninstall()
     assert gcp_direct.calls("metadata_token") == 1  # type: ignore[attr-defined]
     assert gcp_direct.calls("generateAccessToken") == 0  # type: ignore[attr-defined]
+
+
+def test_gcp_secret_manager_backend_on_the_pods_own_service_account(gcp_direct: object) -> None:
+    from airflow_workload_identity.errors import AccessDenied
+    from airflow_workload_identity.gcp.secrets import SecretManagerBackend
+
+    sb = gcp_direct
+    sc = sb.scenario  # type: ignore[attr-defined]
+    fake = sb.secret_manager  # type: ignore[attr-defined]
+    fake.add_secret("customer-proj", "airflow-variables-greeting", "hello as the pod")
+    fake.add_secret("customer-proj", "restricted-variables-greeting", "not for the pod")
+    fake.grant(sc.source_sa, "customer-proj", "airflow-*")
+    try:
+        backend = SecretManagerBackend(
+            project_id="customer-proj",
+            iam_endpoint_url=sb.iam_endpoint,  # type: ignore[attr-defined]
+            secret_manager_endpoint_url=sb.secret_manager_endpoint,  # type: ignore[attr-defined]
+        )
+        assert backend.get_variable("greeting") == "hello as the pod"
+        assert backend.whoami().final.principal == sc.source_sa
+        denied = SecretManagerBackend(
+            project_id="customer-proj",
+            variables_prefix="restricted-variables",
+            iam_endpoint_url=sb.iam_endpoint,  # type: ignore[attr-defined]
+            secret_manager_endpoint_url=sb.secret_manager_endpoint,  # type: ignore[attr-defined]
+        )
+        with pytest.raises(AccessDenied) as err:
+            denied.get_variable("greeting")
+        assert f"--member=serviceAccount:{sc.source_sa} --role=roles/secretmanager.secretAccessor" in str(
+            err.value.remediation
+        )
+        assert sb.calls("generateAccessToken") == 0  # type: ignore[attr-defined]
+    finally:
+        fake.revoke_all()
