@@ -254,3 +254,22 @@ def test_gcp_secret_manager_backend_on_the_pods_own_service_account(gcp_direct: 
         assert sb.calls("generateAccessToken") == 0  # type: ignore[attr-defined]
     finally:
         fake.revoke_all()
+
+
+def test_aws_secrets_manager_backend_on_the_pods_own_role_names_it_when_denied(
+    pod: Pod, aws_sandbox: AwsSandbox
+) -> None:
+    from airflow_workload_identity.aws.secrets import SecretsManagerBackend
+    from airflow_workload_identity.errors import AccessDenied
+
+    sc = aws_sandbox.scenario
+    pod.irsa()
+    backend = SecretsManagerBackend(region_name=sc.region)  # no role_arn: reads as the pod's own role
+    assert backend.whoami().final.principal.startswith(f"arn:aws:sts::{sc.platform_account}:assumed-role/")
+    with pytest.raises(AccessDenied) as err:  # the pod's role may not read secrets: the grant names it
+        backend.get_variable("greeting")
+    assert f"identity policy of {sc.pod_base_role_arn}" in err.value.remediation
+    assert f"arn:aws:secretsmanager:{sc.region}:{sc.platform_account}:secret:airflow/variables/" in str(
+        err.value.remediation
+    )
+    assert aws_sandbox.calls("AssumeRole") == 0
