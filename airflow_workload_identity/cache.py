@@ -65,6 +65,7 @@ __all__ = [
     "cache_mode",
     "configured_store",
     "default_directory",
+    "host_layer",
     "store_key",
 ]
 
@@ -262,6 +263,19 @@ def configured_store(conn_setting: str | None = None) -> TokenStore | None:
                 )
                 _stores[directory] = None
         return _stores[directory]
+
+
+def host_layer(identity_key: object, conn_setting: str | None = None) -> tuple[TokenStore | None, str | None]:
+    """The host cache and ``identity_key``'s entry name in it, or ``(None, None)`` to stay in-process.
+
+    ``identity_key`` is the process registry's key of a shared credential: every parameter that changes
+    the identity reached, including the ambient source identity (role ARN and token file, Pod Identity
+    agent, metadata server, client id and tenant), so one identity's entry is never served to another.
+    """
+    store = configured_store(conn_setting)
+    if store is None:
+        return None, None
+    return store, store_key("airflow-workload-identity", FORMAT_VERSION, identity_key)
 
 
 # -- the store ---------------------------------------------------------------------------------------------

@@ -410,3 +410,19 @@ class ConnectionForm:
                 f"| `{f.name}` | {f.label} | {f.type} | {'; '.join(accepts).replace('|', chr(92) + '|')} | {text} |"
             )
         return "\n".join(rows) + "\n"
+
+
+#: The per-connection opt-out of the host credential cache (``cache.py``), the same field in every form.
+CREDENTIAL_CACHE = Field(
+    name="credential_cache",
+    label="Credential cache",
+    description=(
+        "Optional. host (default): the worker's task processes share this identity's tokens through the "
+        "host credential cache ([workload_identity] credential_cache); process: shared within one process "
+        "only; off: the same as process. A connection can keep its identity out of the host cache, not "
+        "turn the cache on where the deployment turned it off."
+    ),
+    schema={"type": "string", "enum": ["host", "process", "off"]},
+    fix="use host, process or off (or leave it unset for the deployment's setting)",
+    section="Ambient identity",
+)

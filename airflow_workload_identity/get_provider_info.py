@@ -287,6 +287,23 @@ def get_provider_info() -> dict[str, object]:
                             "section": "Ambient identity",
                         },
                     },
+                    "credential_cache": {
+                        "label": "Credential cache",
+                        "description": "Optional. host (default): the worker's task processes share this identity's tokens through the host credential cache ([workload_identity] credential_cache); process: shared within one process only; off: the same as process. A connection can keep its identity out of the host cache, not turn the cache on where the deployment turned it off.",
+                        "schema": {
+                            "type": [
+                                "string",
+                                "null",
+                            ],
+                            "enum": [
+                                "host",
+                                "process",
+                                "off",
+                            ],
+                            "default": None,
+                            "section": "Ambient identity",
+                        },
+                    },
                 },
             },
             {
@@ -434,6 +451,23 @@ def get_provider_info() -> dict[str, object]:
                                 "adc",
                             ],
                             "default": "auto",
+                            "section": "Ambient identity",
+                        },
+                    },
+                    "credential_cache": {
+                        "label": "Credential cache",
+                        "description": "Optional. host (default): the worker's task processes share this identity's tokens through the host credential cache ([workload_identity] credential_cache); process: shared within one process only; off: the same as process. A connection can keep its identity out of the host cache, not turn the cache on where the deployment turned it off.",
+                        "schema": {
+                            "type": [
+                                "string",
+                                "null",
+                            ],
+                            "enum": [
+                                "host",
+                                "process",
+                                "off",
+                            ],
+                            "default": None,
                             "section": "Ambient identity",
                         },
                     },
@@ -661,6 +695,23 @@ def get_provider_info() -> dict[str, object]:
                             "pattern": "^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$(?!\\n)",
                             "default": None,
                             "section": "Identity",
+                        },
+                    },
+                    "credential_cache": {
+                        "label": "Credential cache",
+                        "description": "Optional. host (default): the worker's task processes share this identity's tokens through the host credential cache ([workload_identity] credential_cache); process: shared within one process only; off: the same as process. A connection can keep its identity out of the host cache, not turn the cache on where the deployment turned it off.",
+                        "schema": {
+                            "type": [
+                                "string",
+                                "null",
+                            ],
+                            "enum": [
+                                "host",
+                                "process",
+                                "off",
+                            ],
+                            "default": None,
+                            "section": "Ambient identity",
                         },
                     },
                 },

@@ -34,6 +34,10 @@ os.environ["AWS_EC2_METADATA_DISABLED"] = "true"
 # The sandboxes listen on loopback: connections in the tests override endpoints to them, which the
 # deployment must allow (docs/security.md).
 os.environ["AIRFLOW__WORKLOAD_IDENTITY__ALLOWED_ENDPOINT_HOSTS"] = "127.0.0.1"
+# Tests count token requests per test: each test process keeps its tokens to itself (a test starts with an
+# empty process registry), and the tests of the host-wide cache turn it on with a directory of their own.
+os.environ["AIRFLOW__WORKLOAD_IDENTITY__CREDENTIAL_CACHE"] = "process"
+os.environ["AIRFLOW__WORKLOAD_IDENTITY__CREDENTIAL_CACHE_DIR"] = os.path.join(_HOME, "credential-cache")
 
 
 @pytest.fixture(autouse=True)

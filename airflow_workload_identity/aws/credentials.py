@@ -39,6 +39,8 @@ from airflow_workload_identity.aws.sts import (
     sts_client,
 )
 from airflow_workload_identity.aws.sts import _shared_loader as _shared_loader  # the hook imports it here
+from airflow_workload_identity.cache import host_layer
+from airflow_workload_identity.core import TokenStore
 from airflow_workload_identity.errors import AccessDenied, IdentityMismatch, TransientError
 from airflow_workload_identity.registry import REGISTRY, Registry
 from airflow_workload_identity.report import Hop, IdentityReport
@@ -198,7 +200,9 @@ def resolve(
     for position, hop in enumerate(rendered, start=1):
         last = position == len(rendered)
         expected = spec.expected_account_ids if last else ()
-        key = ("aws-hop", source.key, endpoint, rendered[:position], len(rendered), expected)
+        identity = ("aws-hop", source.key, endpoint, rendered[:position], len(rendered), expected)
+        store, store_key = host_layer(identity, spec.credential_cache) if source.host_cacheable else (None, None)
+        key = (*identity, store is not None)
         previous, already_carried = caller, carried
 
         def build(
@@ -207,6 +211,8 @@ def resolve(
             position: int = position,
             already_carried: bool = already_carried,
             expected: tuple[str, ...] = expected,
+            store: TokenStore | None = store,
+            store_key: str | None = store_key,
         ) -> HopCredentials:
             return HopCredentials(
                 previous,
@@ -217,6 +223,8 @@ def resolve(
                 source_identity_carried=already_carried,
                 expected_accounts=expected,
                 clock=clock,
+                store=store,
+                store_key=store_key,
             )
 
         current = registry.get_or_create(key, build)

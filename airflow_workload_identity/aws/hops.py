@@ -27,6 +27,7 @@ from airflow_workload_identity.aws.sts import (
     sts_client,
     with_http_details,
 )
+from airflow_workload_identity.core import TokenStore
 from airflow_workload_identity.errors import IdentityMismatch
 
 __all__ = ["HopCredentials"]
@@ -46,6 +47,8 @@ class HopCredentials:
         source_identity_carried: bool,
         expected_accounts: tuple[str, ...],
         clock: Callable[[], dt.datetime] | None,
+        store: TokenStore | None = None,
+        store_key: str | None = None,
     ) -> None:
         self.caller = caller
         self.hop = hop
@@ -61,6 +64,8 @@ class HopCredentials:
             "assume-role",
             describe=f"sts:AssumeRole {hop.role_arn} (hop {index} of {total})",
             clock=clock,
+            store=store,
+            store_key=store_key,
         )
 
     @property

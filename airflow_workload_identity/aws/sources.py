@@ -33,6 +33,7 @@ from airflow_workload_identity.aws.sts import (
     sts_client,
     with_http_details,
 )
+from airflow_workload_identity.cache import host_layer
 from airflow_workload_identity.errors import IdentityUnavailable, TransientError
 from airflow_workload_identity.registry import Registry
 from airflow_workload_identity.tokens import unverified_claims
@@ -67,6 +68,13 @@ class Source:
     @property
     def principal(self) -> str | None:
         return getattr(self.credentials, "principal", None)
+
+    @property
+    def host_cacheable(self) -> bool:
+        """Whether the key names the ambient identity (IRSA, Pod Identity), so credentials derived from it
+        may go to the host cache; botocore's default chain may find anything (keys in the environment of
+        one process only), so its hops stay in-process."""
+        return self.method in ("web_identity", "pod_identity")
 
     def is_role_session(self) -> bool:
         if self.role_session is not None:
@@ -230,12 +238,19 @@ def resolve_source(
             )
         role_arn, token_file = env["AWS_ROLE_ARN"], env["AWS_WEB_IDENTITY_TOKEN_FILE"]
         session_name = _source_session_name(env, context)
-        key: tuple[Any, ...] = ("aws-source", "web_identity", role_arn, token_file, session_name, endpoint)
+        identity: tuple[Any, ...] = ("aws-source", "web_identity", role_arn, token_file, session_name, endpoint)
+        store, store_key = host_layer(identity, spec.credential_cache)
+        key = (*identity, store is not None)
 
         def build_web() -> Source:
             fetcher = _WebIdentityFetcher(role_arn, token_file, session_name, endpoint)
             creds = SharedCredentials(
-                fetcher.fetch, "web_identity", describe=f"IRSA credentials for {role_arn}", clock=clock
+                fetcher.fetch,
+                "web_identity",
+                describe=f"IRSA credentials for {role_arn}",
+                clock=clock,
+                store=store,
+                store_key=store_key,
             )
             return Source("web_identity", creds, key, endpoint, True, f"IRSA web identity ({token_file})")
 
@@ -251,7 +266,9 @@ def resolve_source(
             )
         assert pod_uri is not None
         token_ref = env.get("AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE") or "env:AWS_CONTAINER_AUTHORIZATION_TOKEN"
-        pod_key: tuple[Any, ...] = ("aws-source", "pod_identity", pod_uri, token_ref)
+        pod_identity: tuple[Any, ...] = ("aws-source", "pod_identity", pod_uri, token_ref)
+        pod_store, pod_store_key = host_layer(pod_identity, spec.credential_cache)
+        pod_key = (*pod_identity, pod_store is not None)
 
         def build_pod() -> Source:
             creds = SharedCredentials(
@@ -261,6 +278,8 @@ def resolve_source(
                 clock=clock,
                 max_attempts=POD_IDENTITY_ATTEMPTS,
                 attempt_timeout=POD_IDENTITY_TIMEOUT * 2,
+                store=pod_store,
+                store_key=pod_store_key,
             )
             return Source("pod_identity", creds, pod_key, endpoint, True, f"EKS Pod Identity ({pod_uri})")
 

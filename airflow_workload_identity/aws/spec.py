@@ -15,7 +15,7 @@ from urllib.parse import urlsplit
 
 from airflow_workload_identity.attribution import PLACEHOLDERS, RunContext, placeholders_in, render
 from airflow_workload_identity.errors import ConfigError
-from airflow_workload_identity.fields import END, ConnectionForm, Field, describe_value
+from airflow_workload_identity.fields import CREDENTIAL_CACHE, END, ConnectionForm, Field, describe_value
 
 __all__ = ["FORM", "SOURCES", "AssumeRoleHop", "AwsIdentitySpec"]
 
@@ -264,6 +264,7 @@ FIELDS: tuple[Field, ...] = (
         fix="use one of auto, web_identity, pod_identity, default_chain",
         section="Ambient identity",
     ),
+    CREDENTIAL_CACHE,
 )
 
 FORM = ConnectionForm(
@@ -333,6 +334,7 @@ class AwsIdentitySpec:
     policy_arns: tuple[str, ...] = ()
     source: Source = "auto"
     expected_account_ids: tuple[str, ...] = ()
+    credential_cache: str | None = None
 
     @classmethod
     def from_connection(cls, conn: Any) -> AwsIdentitySpec:
@@ -362,6 +364,7 @@ class AwsIdentitySpec:
             policy_arns=v["policy_arns"] or (),
             source=v["source"] or "auto",
             expected_account_ids=v["expected_account_ids"] or (),
+            credential_cache=v["credential_cache"],
         )
         spec.validate()
         return spec

@@ -32,6 +32,7 @@ from azure.identity import CredentialUnavailableError, ManagedIdentityCredential
 from airflow_workload_identity._sdk import AZURE_MI_EXCLUDE_WORKLOAD_IDENTITY, refresh_wi_token_file, wi_token_file
 from airflow_workload_identity.azure.policy import explain_identity_error, token_file_claims
 from airflow_workload_identity.azure.spec import AzureIdentitySpec
+from airflow_workload_identity.cache import FORMAT_VERSION, configured_store, store_key
 from airflow_workload_identity.core import Minted, RefreshingToken, TokenState, TokenStore
 from airflow_workload_identity.errors import (
     IdentityMismatch,
@@ -287,7 +288,9 @@ class SharedTokenCredential:
                     describe=f"the {self.identity.mode} token for {' '.join(scopes) or 'the default scopes'}",
                     codec=CODEC,
                     store=self._store,
-                    store_key=f"azure:{self.identity.key!r}:{key!r}" if self._store is not None else None,
+                    store_key=store_key("airflow-workload-identity", FORMAT_VERSION, self.identity.key, key)
+                    if self._store is not None
+                    else None,
                     max_attempts=self.identity.sdk_attempts(),
                     attempt_timeout=ATTEMPT_SECONDS
                     if self.identity.mode == "workload_identity"
@@ -481,4 +484,8 @@ def resolve(
 ) -> SharedTokenCredential:
     """The shared credential for ``spec``; bad combinations are refused here, before any network call."""
     identity = AzureIdentity(spec, os.environ if env is None else env)
-    return registry.get_or_create(identity.key, lambda: SharedTokenCredential(identity, store=store))
+    if store is None:  # the deployment's host cache, unless the connection opts out
+        store = configured_store(spec.credential_cache)
+    return registry.get_or_create(
+        (identity.key, store is not None), lambda: SharedTokenCredential(identity, store=store)
+    )

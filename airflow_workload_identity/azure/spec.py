@@ -18,7 +18,7 @@ from typing import Any, Literal
 from urllib.parse import urlsplit
 
 from airflow_workload_identity.errors import ConfigError
-from airflow_workload_identity.fields import END, ConnectionForm, Field
+from airflow_workload_identity.fields import CREDENTIAL_CACHE, END, ConnectionForm, Field
 
 __all__ = ["CLOUDS", "CONN_TYPE", "FORM", "AzureIdentitySpec"]
 
@@ -209,6 +209,7 @@ FIELDS: tuple[Field, ...] = (
         fix="paste the identity's object (principal) id",
         section="Identity",
     ),
+    CREDENTIAL_CACHE,
 )
 
 FORM = ConnectionForm(
@@ -243,6 +244,7 @@ class AzureIdentitySpec:
     resource_group: str | None = None
     expected_tenant_id: str | None = None
     expected_object_id: str | None = None
+    credential_cache: str | None = None
 
     @classmethod
     def from_connection(cls, conn: Any) -> AzureIdentitySpec:
@@ -271,6 +273,7 @@ class AzureIdentitySpec:
             resource_group=v["resource_group"],
             expected_tenant_id=v["expected_tenant_id"].lower() if v["expected_tenant_id"] else None,
             expected_object_id=v["expected_object_id"].lower() if v["expected_object_id"] else None,
+            credential_cache=v["credential_cache"],
         )
         spec.validate()
         return spec

@@ -31,6 +31,7 @@ import requests
 from google.auth import compute_engine, impersonated_credentials
 
 from airflow_workload_identity._sdk import gce_metadata_host
+from airflow_workload_identity.cache import host_layer
 from airflow_workload_identity.core import Minted, RefreshingToken, TokenState, TokenStore
 from airflow_workload_identity.errors import (
     AccessDenied,
@@ -514,7 +515,16 @@ class GcpChain:
     With an empty ``impersonation_chain`` (a direct identity) the target is the source itself: its
     shared token is handed out as is (checked against ``expected_principal`` when pinned)."""
 
-    def __init__(self, spec: GcpIdentitySpec, source: Source, endpoint: str, key: Hashable) -> None:
+    def __init__(
+        self,
+        spec: GcpIdentitySpec,
+        source: Source,
+        endpoint: str,
+        key: Hashable,
+        *,
+        store: TokenStore | None = None,
+        store_key: str | None = None,
+    ) -> None:
         self.spec = spec
         self.source = source
         self.endpoint = endpoint
@@ -548,6 +558,8 @@ class GcpChain:
             explain=self._explain,
             quota_project_id=spec.quota_project_id,
             endpoint=f"{endpoint}/v1/projects/-/serviceAccounts/{spec.target}:generateAccessToken",
+            store=store,
+            store_key=store_key,
         )
 
     # -- errors -------------------------------------------------------------------------------------------------
@@ -709,7 +721,7 @@ def resolve(spec: GcpIdentitySpec, *, env: Mapping[str, str] | None = None, regi
     environ = os.environ if env is None else env
     source = resolve_source(spec, environ, registry)
     endpoint = spec.iam_endpoint_url or IAM_ENDPOINT
-    key = (
+    identity = (
         "gcp-chain",
         source.key,
         spec.impersonation_chain,
@@ -720,7 +732,12 @@ def resolve(spec: GcpIdentitySpec, *, env: Mapping[str, str] | None = None, regi
         spec.quota_project_id,
         spec.expected_principal if spec.is_direct else None,  # a direct identity's pin wraps its token
     )
-    return registry.get_or_create(key, lambda: GcpChain(spec, source, endpoint, key))
+    # The impersonated token goes to the host cache when the source is the node's metadata server (the
+    # pod's own identity, the same for every process of the pod); ADC may differ between processes.
+    cacheable = source.kind == "metadata" and not spec.is_direct
+    store, store_key = host_layer(identity, spec.credential_cache) if cacheable else (None, None)
+    key = (*identity, store is not None)
+    return registry.get_or_create(key, lambda: GcpChain(spec, source, endpoint, key, store=store, store_key=store_key))
 
 
 __all__ += ["CONN_TYPE", "ConfigError", "Source", "resolve_source"]

@@ -14,7 +14,7 @@ from typing import Any, Literal
 from urllib.parse import urlsplit
 
 from airflow_workload_identity.errors import ConfigError
-from airflow_workload_identity.fields import END, ConnectionForm, Field, describe_value
+from airflow_workload_identity.fields import CREDENTIAL_CACHE, END, ConnectionForm, Field, describe_value
 
 __all__ = ["CONN_TYPE", "FORM", "GcpIdentitySpec"]
 
@@ -161,6 +161,7 @@ FIELDS: tuple[Field, ...] = (
         fix="use one of auto, metadata, adc",
         section="Ambient identity",
     ),
+    CREDENTIAL_CACHE,
 )
 
 FORM = ConnectionForm(
@@ -190,6 +191,7 @@ class GcpIdentitySpec:
     subject: str | None = None
     source: Source = "auto"
     expected_principal: str | None = None
+    credential_cache: str | None = None
 
     @classmethod
     def from_connection(cls, conn: Any) -> GcpIdentitySpec:
@@ -213,6 +215,7 @@ class GcpIdentitySpec:
             subject=v["subject"],
             source=v["source"] or "auto",
             expected_principal=v["expected_principal"].lower() if v["expected_principal"] else None,
+            credential_cache=v["credential_cache"],
         )
         spec.validate()
         return spec
