@@ -57,6 +57,8 @@ def demo_env(state: dict[str, Any]) -> dict[str, str]:
             "AIRFLOW__AWS__SESSION_FACTORY": FACTORY,
             # The sandbox's endpoints are on loopback: connections may only override endpoints to allowed hosts.
             "AIRFLOW__WORKLOAD_IDENTITY__ALLOWED_ENDPOINT_HOSTS": "127.0.0.1",
+            # One token per identity for all the demo's processes (the host credential cache), kept in the demo's home.
+            "AIRFLOW__WORKLOAD_IDENTITY__CREDENTIAL_CACHE_DIR": str(home / "credential-cache"),
             # Only Airflow's own "Could not import graphviz" (`dags test` renders the DAG when graphviz is
             # installed; it is no dependency here). Every other warning shows: there is none when nothing is
             # wrong (tests/airflow/test_quiet.py).

@@ -102,7 +102,7 @@ def gcp(side: str) -> None:
 
         hook = GcpWorkloadIdentityHook(gcp_conn_id=f"run_gcp_{{side}}")
         credentials = hook.get_credentials()
-        hook.access_token()
+        hook.get_access_token()
         project = "customer-proj"
     record("gcp", side, (time.perf_counter() - start) * 1000)
     client = storage.Client(project=project or "customer-proj", credentials=credentials)

@@ -39,6 +39,11 @@ os.environ["AIRFLOW__WORKLOAD_IDENTITY__ALLOWED_ENDPOINT_HOSTS"] = "127.0.0.1"
 os.environ["AIRFLOW__WORKLOAD_IDENTITY__CREDENTIAL_CACHE"] = "process"
 os.environ["AIRFLOW__WORKLOAD_IDENTITY__CREDENTIAL_CACHE_DIR"] = os.path.join(_HOME, "credential-cache")
 
+# Airflow configures logging (a handler on the process's stderr) when first imported: do it now, before any
+# test captures stderr, or its handler would keep a captured stream that is closed after that test.
+import airflow  # noqa: E402
+import airflow.settings  # noqa: E402, F401
+
 
 @pytest.fixture(autouse=True)
 def _fresh_registry() -> Iterator[None]:

@@ -16,6 +16,23 @@ AWS_SM = "airflow_workload_identity.aws.secrets.SecretsManagerBackend"
 GCP_SM = "airflow_workload_identity.gcp.secrets.SecretManagerBackend"
 
 
+@pytest.fixture(autouse=True)
+def _forget_airflow_backends():
+    """Airflow memoises the configured secrets backends per process: a backend built for one of these
+    tests must not answer later tests' connection lookups."""
+
+    def clear() -> None:
+        try:
+            from airflow.sdk.configuration import clear_secrets_backends_cache
+        except ImportError:  # older Airflow: nothing memoised
+            return
+        clear_secrets_backends_cache()
+
+    clear()
+    yield
+    clear()
+
+
 def _configure(monkeypatch: pytest.MonkeyPatch, backend: str, kwargs: dict[str, object]) -> None:
     monkeypatch.setenv("AIRFLOW__SECRETS__BACKEND", backend)
     monkeypatch.setenv("AIRFLOW__SECRETS__BACKEND_KWARGS", json.dumps(kwargs))

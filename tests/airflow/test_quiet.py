@@ -251,7 +251,8 @@ def test_explain_on_azure_verifies_with_a_new_token(demo: tuple[dict[str, Any], 
 
 def test_azure_sdk_debug_lines_still_come_when_asked_for(demo: tuple[dict[str, Any], dict[str, str]]) -> None:
     _, env = demo
-    output = _run([*CLI, "whoami", "customer_blob"], {**env, "AIRFLOW__LOGGING__LOGGING_LEVEL": "DEBUG"})
+    debug = {"AIRFLOW__LOGGING__LOGGING_LEVEL": "DEBUG", "AIRFLOW__WORKLOAD_IDENTITY__CREDENTIAL_CACHE": "process"}
+    output = _run([*CLI, "whoami", "customer_blob"], {**env, **debug})  # a token request, not a cached token
     assert "azure.core.pipeline.policies.http_logging_policy" in output
 
 
