@@ -36,7 +36,7 @@ from airflow_workload_identity.aws.sts import (
 from airflow_workload_identity.cache import host_layer
 from airflow_workload_identity.errors import IdentityUnavailable, TransientError
 from airflow_workload_identity.registry import Registry
-from airflow_workload_identity.tokens import unverified_claims
+from airflow_workload_identity.tokens import stale_projected_token, unverified_claims
 
 __all__ = ["DEFAULT_CHAIN_SOURCES", "POD_IDENTITY_ENV", "WEB_IDENTITY_ENV", "Source", "resolve_source"]
 
@@ -103,6 +103,9 @@ class _WebIdentityFetcher(AssumeRoleWithWebIdentityCredentialFetcher):  # type: 
         return sts_client(None, self._endpoint, config)
 
     def fetch(self) -> dict[str, Any]:
+        stale = stale_projected_token(self._token_file)
+        if stale is not None:  # no request: STS would only say ExpiredTokenException
+            raise IdentityUnavailable("web_identity", WEB_IDENTITY_ENV, f"AWS_WEB_IDENTITY_TOKEN_FILE: {stale}")
         try:
             response = web_identity_call(self)
         except ClientError as error:

@@ -41,7 +41,7 @@ from airflow_workload_identity.errors import (
 )
 from airflow_workload_identity.registry import REGISTRY, Registry
 from airflow_workload_identity.report import Hop, IdentityReport
-from airflow_workload_identity.tokens import unverified_claims
+from airflow_workload_identity.tokens import stale_projected_token, unverified_claims
 
 __all__ = ["AsyncSharedTokenCredential", "AzureIdentity", "SharedTokenCredential", "resolve"]
 
@@ -71,6 +71,9 @@ class _RotatingWorkloadIdentityCredential(WorkloadIdentityCredential):
 
     # azure-identity passes this bound method as the assertion function (tests/unit/test_sdk_adapter.py).
     def _get_service_account_token(self) -> str:
+        stale = stale_projected_token(wi_token_file(self))
+        if stale is not None:  # no request: Entra would only say AADSTS700024
+            raise IdentityUnavailable("workload_identity", WI_ENV, f"AZURE_FEDERATED_TOKEN_FILE: {stale}")
         try:
             stamp = os.stat(wi_token_file(self)).st_mtime_ns
         except OSError:

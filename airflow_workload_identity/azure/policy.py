@@ -179,7 +179,12 @@ def explain_identity_error(error: Exception, identity: Any) -> WorkloadIdentityE
             conn_type=CONN_TYPE,
         )
     if "timed out" in text.lower() or "no response" in text.lower() or "connection" in text.lower():
-        return TransientError(f"token request ({identity.describe()})", 1, text.splitlines()[0][:300])
+        return TransientError(
+            f"token request ({identity.describe()})",
+            identity.sdk_attempts(),
+            text.splitlines()[0][:300],
+            endpoint=identity.endpoint(),
+        )
     return AccessDenied(
         hop=1,
         hops=1,

@@ -476,7 +476,8 @@ def _expired(tf: TokenFile) -> None:
 
 @pytest.mark.parametrize(
     ("token_file", "problem"),
-    [(c, p) for c in TOKEN_FILE_CASES for p in ("missing", "unreadable")] + [("aws-pod-identity", "expired")],
+    [(c, p) for c in TOKEN_FILE_CASES for p in ("missing", "unreadable")]
+    + [(c, "expired") for c in ("aws-irsa", "aws-pod-identity", "azure-entra")],
     indirect=["token_file"],
 )
 def test_a_bad_token_file_is_identity_unavailable_naming_the_file_and_the_variable(
