@@ -260,6 +260,7 @@ def test_subprocess_ctrl_c_is_one_line_and_status_130(
     pod.irsa()
     conn_id = connection("slow", role_arn=aws_sandbox.scenario.customer_reader_role_arn)
     aws_sandbox.set_sts_latency(20)  # every STS action
+    aws_sandbox.reset_calls()
     process = subprocess.Popen(
         [*CLI, "whoami", conn_id],
         stdout=subprocess.PIPE,
@@ -270,10 +271,11 @@ def test_subprocess_ctrl_c_is_one_line_and_status_130(
     )
     try:
         deadline = time.monotonic() + 120
-        while aws_sandbox.calls() == 0:  # the CLI is now blocked on STS
+        while aws_sandbox.calls("AssumeRoleWithWebIdentity") == 0:  # the CLI's first STS request arrived
             assert process.poll() is None, process.communicate()
             assert time.monotonic() < deadline, "the CLI never reached STS"
             time.sleep(0.05)
+        time.sleep(0.5)  # ... and the CLI waits on it (each attempt may wait 7 s for an answer)
         process.send_signal(signal.SIGINT)
         out, err = process.communicate(timeout=60)
     finally:
