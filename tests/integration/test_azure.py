@@ -98,11 +98,13 @@ def test_wrong_client_id_unknown_tenant_and_expired_assertion(
     with pytest.raises(ConfigError) as err:
         tenant.get_token(STORAGE)
     assert err.value.field == "tenant_id"
-    aks.workload_identity(exp=time.time() - 900, iat=time.time() - 4000)  # beyond the 5-minute skew allowance
+    token_file = aks.workload_identity(exp=time.time() - 900, iat=time.time() - 4000)  # beyond the 5-minute skew
     expired = AzureWorkloadIdentityHook(azure_conn_id=azure_connection("c3", scopes=[STORAGE]))
-    with pytest.raises(AccessDenied) as err:
+    before = azure_sandbox.calls("entra")
+    with pytest.raises(IdentityUnavailable) as stale:  # a stale projected file: no request (Entra: AADSTS700024)
         expired.get_token()
-    assert err.value.cloud_code == "AADSTS700024"
+    assert str(token_file) in str(stale.value) and "AZURE_FEDERATED_TOKEN_FILE" in str(stale.value)
+    assert azure_sandbox.calls("entra") == before
 
 
 def test_identity_not_found_on_the_node(aks: Aks, azure_sandbox: AzureSandbox, azure_connection: Callable[..., str]):
