@@ -110,11 +110,13 @@ REWRITER = """
 import hashlib, secrets, sys, time
 from airflow_workload_identity import cache
 
-directory, key, seconds = sys.argv[1], sys.argv[2], float(sys.argv[3])
+import os
+
+directory, key, stop = sys.argv[1], sys.argv[2], sys.argv[3]
 store = cache.HostTokenStore(directory)
-deadline = time.monotonic() + seconds
+deadline = time.monotonic() + 120  # bounded even if the test never says stop
 n = 0
-while time.monotonic() < deadline:
+while time.monotonic() < deadline and not os.path.exists(stop):
     n += 1
     blob = secrets.token_hex(1 + (n * 7919) % 12000)
     store.save(key, {"n": n, "blob": blob, "digest": hashlib.sha256(blob.encode()).hexdigest()}, time.time() + 600)
@@ -146,12 +148,18 @@ def test_readers_in_other_processes_never_see_a_partial_entry(tmp_path: Path) ->
     store = cache.HostTokenStore(directory)
     key = cache.store_key(*IDENTITY)
     store.save(key, {"n": 0, "blob": "", "digest": hashlib.sha256(b"").hexdigest()}, time.time() + 600)
-    writers = [subprocess.Popen([sys.executable, "-c", REWRITER, directory, key, "6"]) for _ in range(2)]
+    stop = str(tmp_path / "stop")
+    writers = [subprocess.Popen([sys.executable, "-c", REWRITER, directory, key, stop]) for _ in range(2)]
+    deadline = time.monotonic() + 60
+    while (store.load(key) or ({"n": 0}, 0))[0]["n"] < 2:  # the writers are rewriting before readers start
+        assert time.monotonic() < deadline, "the writers never rewrote the entry"
+        time.sleep(0.01)
     readers = [
         subprocess.Popen([sys.executable, "-c", READER, directory, key, "1500"], stdout=subprocess.PIPE, text=True)
         for _ in range(2)
     ]
     results = [reader.communicate(timeout=120)[0] for reader in readers]
+    Path(stop).touch()  # the writers rewrote for as long as the readers read
     assert [proc.wait(120) for proc in writers + readers] == [0] * 4
     for result in results:
         misses, torn, distinct = (int(part) for part in result.split())
