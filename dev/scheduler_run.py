@@ -524,6 +524,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--keep", action="store_true", help="keep the scratch Airflow home (logs) afterwards")
     parser.add_argument("--json", help="also write the results as JSON to this file")
     args = parser.parse_args(argv)
+    import signal
+
+    # A terminated run still stops the Airflow processes it started (they run in sessions of their own).
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     rows = run(args.clouds.split(","), args.sides.split(","), args.tasks, args.parallelism, args.keep)
     print(markdown(rows))
     if args.json:
