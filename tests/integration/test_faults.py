@@ -572,8 +572,15 @@ def test_no_threads_sockets_or_fds_leak_after_a_thousand_faulted_refreshes(
     case.injector.clear()
     faulted = case.faulted() - before
     assert faulted >= FAULTED_REFRESHES
-    time.sleep(0.5)
+    # Threads that are finishing (a background refresh returning, an SDK's pool winding down) are not
+    # leaks: give them a bounded moment on a loaded machine; a leak stays and fails below.
+    settle = time.monotonic() + 15
     after = _resources()
+    while time.monotonic() < settle and not (
+        after[0] <= threads + 2 and after[1] <= fds + 10 and after[2] <= sockets + 5
+    ):
+        time.sleep(0.25)
+        after = _resources()
     record_property("seconds", round(time.monotonic() - started, 1))
     record_property("resources_before", (threads, fds, sockets))
     record_property("resources_after", after)
