@@ -44,7 +44,8 @@ trap 'rm -rf "$logs"' EXIT
 declare -A parts=(
   [airflow-logs-and-scheduler]="tests/airflow/test_no_secrets_in_logs.py tests/airflow/test_scheduler_run.py"
   [airflow]="tests/airflow --ignore=tests/airflow/test_no_secrets_in_logs.py --ignore=tests/airflow/test_scheduler_run.py"
-  [integration]="tests/integration"
+  [integration-faults-and-processes]="tests/integration/test_faults.py tests/integration/test_host_cache_hooks.py"
+  [integration]="tests/integration --ignore=tests/integration/test_faults.py --ignore=tests/integration/test_host_cache_hooks.py"
   [unit-sandbox-e2e]="tests/unit tests/sandbox tests/e2e"
 )
 declare -A pids=()
