@@ -16,7 +16,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 from botocore.parsers import ResponseParserError
 
 from airflow_workload_identity.aws.policy import explain_assume_role_error
-from airflow_workload_identity.aws.shared import SharedCredentials, _iso
+from airflow_workload_identity.aws.shared import SharedCredentials, refresh_data
 from airflow_workload_identity.aws.sources import Source
 from airflow_workload_identity.aws.spec import AssumeRoleHop, account_of
 from airflow_workload_identity.aws.sts import (
@@ -111,12 +111,4 @@ class HopCredentials:
         arn = response["AssumedRoleUser"]["Arn"]
         if self.expected_accounts and account_of(arn) not in self.expected_accounts:
             raise IdentityMismatch("expected_account_ids", self.expected_accounts, arn)
-        creds = response["Credentials"]
-        return {
-            "access_key": creds["AccessKeyId"],
-            "secret_key": creds["SecretAccessKey"],
-            "token": creds["SessionToken"],
-            "expiry_time": _iso(creds["Expiration"]),
-            "account_id": account_of(arn),
-            "principal": arn,
-        }
+        return refresh_data(response)

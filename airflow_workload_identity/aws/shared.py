@@ -18,6 +18,7 @@ from botocore.credentials import DeferredRefreshableCredentials
 from botocore.utils import parse_timestamp
 
 from airflow_workload_identity._sdk import apply_refresh_data
+from airflow_workload_identity.aws.spec import account_of
 from airflow_workload_identity.aws.sts import STS_ATTEMPT_SECONDS, STS_MAX_ATTEMPTS
 from airflow_workload_identity.core import Minted, RefreshingToken, TokenState, TokenStore
 from airflow_workload_identity.registry import refresh_windows as _refresh_windows
@@ -162,3 +163,17 @@ def async_mirror(shared: SharedCredentials) -> Any:
             return f"<AsyncSharedCredentials of {shared!r}>"
 
     return AsyncSharedCredentials(refresh_using=shared.metadata, method=shared.method)
+
+
+def refresh_data(response: dict[str, Any]) -> dict[str, Any]:
+    """botocore refresh metadata from an ``AssumeRole*`` answer (keys, expiry, the session's ARN)."""
+    creds = response["Credentials"]
+    arn = response["AssumedRoleUser"]["Arn"]
+    return {
+        "access_key": creds["AccessKeyId"],
+        "secret_key": creds["SecretAccessKey"],
+        "token": creds["SessionToken"],
+        "expiry_time": _iso(creds["Expiration"]),
+        "account_id": account_of(arn),
+        "principal": arn,
+    }

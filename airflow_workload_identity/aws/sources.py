@@ -22,8 +22,8 @@ from botocore.utils import FileWebIdentityTokenLoader
 from airflow_workload_identity._sdk import check_container_metadata_url, web_identity_call
 from airflow_workload_identity.attribution import RunContext, fit
 from airflow_workload_identity.aws.policy import explain_web_identity_error
-from airflow_workload_identity.aws.shared import SharedCredentials, _iso
-from airflow_workload_identity.aws.spec import SESSION_NAME_CHARS, AwsIdentitySpec, account_of
+from airflow_workload_identity.aws.shared import SharedCredentials, refresh_data
+from airflow_workload_identity.aws.spec import SESSION_NAME_CHARS, AwsIdentitySpec
 from airflow_workload_identity.aws.sts import (
     STS_MAX_ATTEMPTS,
     StsEndpoint,
@@ -129,16 +129,7 @@ class _WebIdentityFetcher(AssumeRoleWithWebIdentityCredentialFetcher):  # type: 
             raise IdentityUnavailable(
                 "web_identity", WEB_IDENTITY_ENV, f"cannot read the token file {self._token_file} ({exc.strerror})"
             ) from None
-        creds = response["Credentials"]
-        arn = response["AssumedRoleUser"]["Arn"]
-        return {
-            "access_key": creds["AccessKeyId"],
-            "secret_key": creds["SecretAccessKey"],
-            "token": creds["SessionToken"],
-            "expiry_time": _iso(creds["Expiration"]),
-            "account_id": account_of(arn),
-            "principal": arn,
-        }
+        return refresh_data(response)
 
 
 #: The EKS Pod Identity agent: botocore's per-request timeout; the core retries 429/5xx/resets/malformed.
