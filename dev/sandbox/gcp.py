@@ -389,6 +389,36 @@ class _IamHandler(_JsonHandler):
         self._json(status, body, headers)
 
 
+# --- Google's OIDC discovery and signing keys (accounts.google.com / www.googleapis.com/oauth2/v3/certs) --
+
+
+class _GoogleKeysHandler(_JsonHandler):
+    """What another cloud fetches to verify Google ID tokens: ``/.well-known/openid-configuration`` (issuer
+    ``https://accounts.google.com``) and ``/oauth2/v3/certs`` (the JWKS, the ``kid`` the ID tokens carry)."""
+
+    server_version = "ESF"
+    sys_version = ""
+
+    def do_GET(self) -> None:
+        sb = self.sandbox
+        path = urlsplit(self.path).path
+        if path == "/oauth2/v3/certs":
+            body: dict[str, Any] = sb.google_jwks()
+        elif path == "/.well-known/openid-configuration":
+            body = {
+                "issuer": GOOGLE_ISSUER,
+                "jwks_uri": sb.google_jwks_url,
+                "id_token_signing_alg_values_supported": ["RS256"],
+                "subject_types_supported": ["public"],
+                "response_types_supported": ["id_token"],
+                "claims_supported": ["aud", "email", "email_verified", "exp", "iat", "iss", "sub"],
+            }
+        else:
+            self._send(404, json.dumps({"error": "not_found"}), "application/json")
+            return
+        self._send(200, json.dumps(body), "application/json; charset=UTF-8", {"Cache-Control": "public, max-age=60"})
+
+
 # --- injected faults (dev/sandbox/faults.py) -------------------------------------------------------------
 
 _METADATA_TRUNCATED = Reply(200, "application/json", b'{"access_token":"ya29.', (("Metadata-Flavor", "Google"),))
@@ -436,6 +466,7 @@ class GcpSandbox:
         self.metadata_host = ""
         self.iam_endpoint = ""
         self.storage_host = ""
+        self.google_keys_url = ""
         self._started = False
         self._stopped = False
 
@@ -472,6 +503,8 @@ class GcpSandbox:
         self.metadata_host = f"127.0.0.1:{self._serve('metadata', _MetadataHandler, metadata_port)}"
         self.iam_endpoint = f"http://127.0.0.1:{self._serve('iam', _IamHandler, iam_port)}"
         self.storage_host = f"http://127.0.0.1:{self._serve('storage', _gcp_storage.StorageFrontHandler, storage_port)}"
+        # Google's signing keys over loopback, for the other clouds' sandboxes to verify Google ID tokens with
+        self.google_keys_url = f"http://127.0.0.1:{self._serve('google-keys', _GoogleKeysHandler, 0)}"
         # Secret Manager API (secrets backends): secrets and their IAM live in the fake (_gcp_secretmanager.py)
         sc = self.scenario
         projects = {sc.platform_project: sc.platform_project_number, sc.customer_project: sc.customer_project_number}
@@ -834,6 +867,21 @@ class GcpSandbox:
     @property
     def google_kid(self) -> str:
         return self._google_kid
+
+    def google_jwks(self) -> dict[str, list[dict[str, str]]]:
+        """Google's JWKS (``https://www.googleapis.com/oauth2/v3/certs``): the key ID tokens are signed with."""
+        jwk = json.loads(jwt.algorithms.RSAAlgorithm.to_jwk(self.google_public_key()))
+        return {"keys": [{**jwk, "kid": self._google_kid, "alg": "RS256", "use": "sig"}]}
+
+    @property
+    def google_jwks_url(self) -> str:
+        """Where the JWKS is served on loopback (stands for ``https://www.googleapis.com/oauth2/v3/certs``)."""
+        return f"{self.google_keys_url}/oauth2/v3/certs"
+
+    @property
+    def google_discovery_url(self) -> str:
+        """OIDC discovery of ``https://accounts.google.com`` on loopback (its ``jwks_uri`` is the JWKS above)."""
+        return f"{self.google_keys_url}/.well-known/openid-configuration"
 
     def _account_key(self, email: str) -> tuple[rsa.RSAPrivateKey, str]:
         with self._lock:
