@@ -232,6 +232,10 @@ def _sandbox_authenticate(resp: Any, state: ServerState, iam_request_cls: type, 
         return
     if web_identity:
         resp._awi_web_identity = _verify_web_identity(resp, state)
+    elif service == "sts" and action == "GetWebIdentityToken":  # outbound federation (_fed_aws_outbound.py)
+        from . import _fed_aws_outbound
+
+        resp._awi_outbound = _fed_aws_outbound.authorize(resp, state, iam_request)
     elif service == "sts" and action == "AssumeRole":
         resp._awi_assume_role = _authorize_assume_role(resp, state, iam_request)
     else:  # everything else moto's way

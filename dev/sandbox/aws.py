@@ -37,7 +37,7 @@ from moto.moto_server.threaded_moto_server import ThreadedMotoServer
 from moto.moto_server.werkzeug_app import DomainDispatcherApplication, MotoRequestHandler, create_backend_app
 from werkzeug.serving import make_server
 
-from . import _aws_secrets, _patches
+from . import _aws_secrets, _fed_aws_outbound, _patches
 from .faults import (
     DropConnection,
     Fault,
@@ -426,6 +426,8 @@ class _SandboxMiddleware:
         path = environ.get("PATH_INFO", "")
         if path == "/moto-api/reset-auth" and environ.get("REQUEST_METHOD") == "POST":
             return self._reset_auth(environ, start_response)
+        if path.startswith(_fed_aws_outbound.PATH_PREFIX):  # the outbound issuers' JWKS / discovery
+            return _fed_aws_outbound.serve(sb, environ, start_response)
         service, action = self._classify(environ)
         internal = environ.get("HTTP_" + _INTERNAL_HEADER.upper().replace("-", "_")) == sb._internal_secret
         if service == "sts" and action and not internal:
@@ -640,6 +642,7 @@ class AwsSandbox:
     def _start(self, port: int, pod_identity_port: int) -> None:
         _patches.install()
         _aws_secrets.install()
+        _fed_aws_outbound.install()
         self._moto = _SandboxMotoServer(self, "127.0.0.1", port)
         self._moto.start()
         host, bound = self._moto.get_host_and_port()
