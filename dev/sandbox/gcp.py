@@ -54,7 +54,7 @@ from gcp_storage_emulator.handlers import buckets as emulator_buckets
 from gcp_storage_emulator.handlers import objects as emulator_objects
 from gcp_storage_emulator.storage import Storage
 
-from . import _gcp_secretmanager, _gcp_storage
+from . import _fed_gcp, _gcp_secretmanager, _gcp_storage
 from . import _gcp_wire as wire
 from ._gcp_wire import (
     CLOUD_PLATFORM_SCOPE,
@@ -467,6 +467,9 @@ class GcpSandbox:
         self.iam_endpoint = ""
         self.storage_host = ""
         self.google_keys_url = ""
+        #: Workload identity pools and the Google STS token exchange (``_fed_gcp.py``); ``sts_endpoint`` serves it.
+        self.federation = _fed_gcp.Federation(self)
+        self.sts_endpoint = ""
         self._started = False
         self._stopped = False
 
@@ -503,6 +506,7 @@ class GcpSandbox:
         self.metadata_host = f"127.0.0.1:{self._serve('metadata', _MetadataHandler, metadata_port)}"
         self.iam_endpoint = f"http://127.0.0.1:{self._serve('iam', _IamHandler, iam_port)}"
         self.storage_host = f"http://127.0.0.1:{self._serve('storage', _gcp_storage.StorageFrontHandler, storage_port)}"
+        self.sts_endpoint = f"http://127.0.0.1:{self._serve('sts', _fed_gcp.StsHandler, 0)}"
         # Google's signing keys over loopback, for the other clouds' sandboxes to verify Google ID tokens with
         self.google_keys_url = f"http://127.0.0.1:{self._serve('google-keys', _GoogleKeysHandler, 0)}"
         # Secret Manager API (secrets backends): secrets and their IAM live in the fake (_gcp_secretmanager.py)
@@ -691,6 +695,7 @@ class GcpSandbox:
         self.clear_latency()
         self.force_token_ttl(None)
         self.set_metadata_scopes(None)
+        self.federation.reset()
         with self._lock:
             known = set(self.scenario.service_accounts)
             for email in [e for e in self._state.accounts if e not in known]:
@@ -785,7 +790,9 @@ class GcpSandbox:
         with self._lock:
             if bucket is None:  # project-level permissions: nobody but the admin (not modelled)
                 return set()
-            return set(self._state.bucket_acl.get(bucket, {}).get(principal, set()))
+            acl = self._state.bucket_acl.get(bucket, {})
+            members = (principal, *self.federation.member_sets(principal))  # a federated principal's sets too
+            return set().union(*(acl.get(member, set()) for member in members))
 
     def _storage_allowed(self, principal: str, bucket: str | None, permission: str) -> bool:
         return permission in self._storage_permissions(principal, bucket)
@@ -1087,7 +1094,8 @@ class GcpSandbox:
         callers = [token.principal, *chain[:-1]]
         with self._lock:
             for caller, next_hop in zip(callers, chain, strict=True):
-                if (caller, next_hop) not in self._state.token_creators:
+                members = (caller, *self.federation.member_sets(caller))  # a federated principal's sets too
+                if not any((member, next_hop) in self._state.token_creators for member in members):
                     return 403, wire.iam_permission_denied(permission), None
             allowlisted = chain[-1] in self._state.lifetime_allowlist
         target = chain[-1]
