@@ -76,7 +76,8 @@ MAX_SUBJECT_BYTES = 127
 
 @dataclass
 class Provider:
-    """A workload identity pool provider: ``resource`` is ``projects/N/locations/global/workloadIdentityPools/P/providers/X``."""
+    """A workload identity pool provider; ``resource`` is
+    ``projects/N/locations/global/workloadIdentityPools/P/providers/X``."""
 
     resource: str
     kind: str  # "aws" | "oidc"

@@ -218,7 +218,9 @@ def _sandbox_authenticate(resp: Any, state: ServerState, iam_request_cls: type, 
             account_id=resp.current_account,
             method=resp.method,
             path=path,
-            data=resp.data,
+            # a signed POST whose parameters are all in the query (Google's replay of GetCallerIdentity) signs an
+            # empty payload: moto would sign its parsed query string as the body instead (_fed_gcp.py)
+            data=resp.data if resp.raw_body or resp.method != "POST" else b"",
             body=resp.raw_body,
             headers=resp.headers,
             action=action,
