@@ -2,11 +2,15 @@
 
 Built on azure-identity: ``WorkloadIdentityCredential`` (the pod's projected token as client assertion)
 or ``ManagedIdentityCredential`` (IMDS) directly, as the mode says, never the slow
-``DefaultAzureCredential`` chain. Every identity HTTP call has bounded connect/read timeouts and
-bounded retries. What azure-identity lacks comes from the package's credential core (``core.py``): one token per key
-(identity, tenant, authority, scopes) per lifetime shared across hooks, threads and triggers; refresh
-ahead of expiry with one refresh in flight; the old token kept while a refresh fails. Here: the mint
-(azure-identity), the federated token file re-read whenever it changes, errors that say what to fix.
+``DefaultAzureCredential`` chain. A pod on another cloud (``source`` ``gcp`` / ``aws``) uses
+``ClientAssertionCredential`` whose callback returns the source cloud's token
+(:mod:`airflow_workload_identity.federation`: a Google ID token, an AWS ``GetWebIdentityToken`` JWT), itself
+shared and refreshed single flight from the source's shared credentials. Every identity HTTP call has
+bounded connect/read timeouts and bounded retries. What azure-identity lacks comes from the package's
+credential core (``core.py``): one token per key (identity, tenant, authority, scopes) per lifetime shared
+across hooks, threads and triggers; refresh ahead of expiry with one refresh in flight; the old token kept
+while a refresh fails. Here: the mint (azure-identity), the federated token file re-read whenever it
+changes, errors that say what to fix.
 
 No Airflow imports.
 """
@@ -27,18 +31,26 @@ from azure.core.exceptions import (
     ServiceRequestError,
     ServiceResponseError,
 )
-from azure.identity import CredentialUnavailableError, ManagedIdentityCredential, WorkloadIdentityCredential
+from azure.identity import (
+    ClientAssertionCredential,
+    CredentialUnavailableError,
+    ManagedIdentityCredential,
+    WorkloadIdentityCredential,
+)
 
 from airflow_workload_identity._sdk import AZURE_MI_EXCLUDE_WORKLOAD_IDENTITY, refresh_wi_token_file, wi_token_file
 from airflow_workload_identity.azure.policy import explain_identity_error, token_file_claims
-from airflow_workload_identity.azure.spec import AzureIdentitySpec
+from airflow_workload_identity.azure.spec import AWS_DEFAULT_DURATION, AzureIdentitySpec
 from airflow_workload_identity.cache import FORMAT_VERSION, configured_store, store_key
 from airflow_workload_identity.core import Minted, RefreshingToken, TokenState, TokenStore
 from airflow_workload_identity.errors import (
+    ConfigError,
     IdentityMismatch,
     IdentityUnavailable,
     TransientError,
+    WorkloadIdentityError,
 )
+from airflow_workload_identity.federation import SubjectTokenSource
 from airflow_workload_identity.registry import REGISTRY, Registry
 from airflow_workload_identity.report import Hop, IdentityReport
 from airflow_workload_identity.tokens import stale_projected_token, unverified_claims
@@ -64,6 +76,8 @@ IMDS_TRANSPORT = {
 }
 WI_ENV = ("AZURE_CLIENT_ID", "AZURE_TENANT_ID", "AZURE_FEDERATED_TOKEN_FILE", "AZURE_AUTHORITY_HOST")
 IMDS_ENV = ("AZURE_POD_IDENTITY_AUTHORITY_HOST (test/proxy override)", "http://169.254.169.254/metadata/identity")
+#: What each cross-cloud source presents to Entra as the client assertion.
+ASSERTION_NAMES = {"gcp": "Google ID token", "aws": "AWS GetWebIdentityToken JWT"}
 
 
 class _RotatingWorkloadIdentityCredential(WorkloadIdentityCredential):
@@ -87,8 +101,33 @@ class _RotatingWorkloadIdentityCredential(WorkloadIdentityCredential):
 class AzureIdentity:
     """The resolved identity of one connection: mode, ids, authority and the azure-identity credential."""
 
-    def __init__(self, spec: AzureIdentitySpec, environ: Mapping[str, str]) -> None:
+    def __init__(
+        self, spec: AzureIdentitySpec, environ: Mapping[str, str], source: SubjectTokenSource | None = None
+    ) -> None:
         self.spec = spec
+        self.source = source
+        self._credential: Any = None
+        self._lock = threading.Lock()
+        if spec.is_federated:
+            if source is None:
+                raise ValueError(f"source {spec.source!r} needs its subject-token source")
+            spec.check_federated()
+            self.mode = "federated"
+            self.authority = spec.authority(environ)
+            self.client_id, self.tenant_id, self.token_file = spec.client_id, spec.tenant_id, None
+            self.selector = ("client_id", self.client_id)
+            self.key: Hashable = (
+                "azure-identity",
+                "federated",
+                source.key(),
+                self.client_id,
+                self.tenant_id,
+                self.authority,
+                spec.additionally_allowed_tenants,
+                spec.expected_tenant_id,
+                spec.expected_object_id,
+            )
+            return
         wi_file = spec.client_assertion_file or environ.get("AZURE_FEDERATED_TOKEN_FILE")
         mode = spec.mode if spec.mode != "auto" else ("workload_identity" if wi_file else "managed_identity")
         spec.check_mode(mode)
@@ -127,7 +166,7 @@ class AzureIdentity:
                 self.selector = ("client_id", spec.client_id)
             else:
                 self.selector = ("system-assigned or only attached identity", "")
-        self.key: Hashable = (
+        self.key = (
             "azure-identity",
             mode,
             self.selector,
@@ -138,8 +177,6 @@ class AzureIdentity:
             spec.expected_tenant_id,
             spec.expected_object_id,
         )
-        self._credential: Any = None
-        self._lock = threading.Lock()
 
     def credential(self) -> Any:
         """The azure-identity credential (built once; no network call here)."""
@@ -152,7 +189,26 @@ class AzureIdentity:
         """A new azure-identity credential, without its own token cache's state (no network call here)."""
         return self._build()
 
+    def _assertion(self) -> str:
+        """The client assertion: the source cloud's current token (shared, refreshed single flight)."""
+        assert self.source is not None
+        return self.source.get().token
+
+    @property
+    def federated(self) -> bool:
+        """Entra is reached with a client assertion (AKS workload identity or another cloud's token)."""
+        return self.mode in ("workload_identity", "federated")
+
     def _build(self) -> Any:
+        if self.mode == "federated":
+            return ClientAssertionCredential(
+                str(self.tenant_id),
+                str(self.client_id),
+                self._assertion,
+                authority=self.authority,
+                additionally_allowed_tenants=list(self.spec.additionally_allowed_tenants),
+                **TRANSPORT,
+            )
         if self.mode == "workload_identity":
             return _RotatingWorkloadIdentityCredential(
                 tenant_id=self.tenant_id,
@@ -174,21 +230,27 @@ class AzureIdentity:
 
     def endpoint(self) -> str:
         """Where token requests go (for errors)."""
-        if self.mode == "workload_identity":
+        if self.federated:
             return f"{self.authority}/{self.tenant_id}/oauth2/v2.0/token"
         imds = os.environ.get("AZURE_POD_IDENTITY_AUTHORITY_HOST") or "http://169.254.169.254"
         return f"{imds.rstrip('/')}/metadata/identity/oauth2/token"
 
     def attempt_seconds(self) -> float:
         """The longest one token request can take, azure-core's retries included."""
-        return ATTEMPT_SECONDS if self.mode == "workload_identity" else IMDS_ATTEMPT_SECONDS
+        return ATTEMPT_SECONDS if self.federated else IMDS_ATTEMPT_SECONDS
 
     def sdk_attempts(self) -> int:
         """Attempts azure-core's retry policy makes per token request (429, 5xx, connection errors)."""
-        transport = TRANSPORT if self.mode == "workload_identity" else IMDS_TRANSPORT
+        transport = TRANSPORT if self.federated else IMDS_TRANSPORT
         return int(transport.get("retry_total", 3)) + 1
 
     def describe(self) -> str:
+        if self.mode == "federated":
+            assertion = ASSERTION_NAMES.get(self.spec.source, f"{self.spec.source} token")
+            return (
+                f"{assertion} as the client assertion of client {self.client_id} (tenant {self.tenant_id}, "
+                f"audience {self.spec.audience})"
+            )
         if self.mode == "workload_identity":
             return f"AKS workload identity (client {self.client_id}, tenant {self.tenant_id}, token {self.token_file})"
         kind, value = self.selector
@@ -295,9 +357,7 @@ class SharedTokenCredential:
                     if self._store is not None
                     else None,
                     max_attempts=self.identity.sdk_attempts(),
-                    attempt_timeout=ATTEMPT_SECONDS
-                    if self.identity.mode == "workload_identity"
-                    else IMDS_ATTEMPT_SECONDS,
+                    attempt_timeout=self.identity.attempt_seconds(),
                 )
                 for listener in self._listeners:
                     token.add_listener(_on_token(listener))
@@ -366,6 +426,8 @@ class SharedTokenCredential:
         self.requests += 1
         try:
             info = credential.get_token_info(*scopes, options=options or None)
+        except WorkloadIdentityError:
+            raise  # the source cloud's side failed (explained there): the client assertion was never sent
         except (
             ClientAuthenticationError,
             CredentialUnavailableError,
@@ -447,21 +509,32 @@ def report(
     claims = unverified_claims(info.token)
     import datetime as dt
 
-    details = (
+    details: tuple[tuple[str, str], ...] = (
         ("tenant (tid)", str(claims.get("tid", ""))),
         ("object id (oid)", str(claims.get("oid", ""))),
         ("client id (appid)", str(claims.get("appid") or claims.get("azp") or "")),
         ("audience (aud)", str(claims.get("aud", ""))),
     )
+    if identity.mode == "federated" and identity.source is not None:
+        assertion = identity.source.get()  # the token Entra accepted (shared: no new request)
+        details = (
+            *details,
+            (
+                "federated credential matched",
+                f"issuer {assertion.issuer}, subject {assertion.subject}, audience {assertion.audience}",
+            ),
+        )
     hop = Hop(
-        index=1 if identity.mode == "workload_identity" else 0,
+        index=1 if identity.federated else 0,
         principal=f"object {claims.get('oid', '?')} in tenant {claims.get('tid', '?')}",
         method=identity.describe(),
         expiry=dt.datetime.fromtimestamp(info.expires_on, dt.UTC),
-        endpoint=identity.authority if identity.mode == "workload_identity" else "IMDS",
+        endpoint=identity.authority if identity.federated else "IMDS",
         details=details,
     )
     hops = [hop]
+    if identity.mode == "federated" and identity.source is not None:
+        hops.insert(0, identity.source.describe())
     if identity.mode == "workload_identity" and identity.token_file:
         sa = token_file_claims(identity.token_file)
         hops.insert(
@@ -478,6 +551,46 @@ def report(
     return IdentityReport(cloud="azure", conn_id=conn_id, hops=tuple(hops), notes=tuple(notes))
 
 
+def federation_source(spec: AzureIdentitySpec, environ: Mapping[str, str], registry: Registry) -> SubjectTokenSource:
+    """The source cloud's token for a ``gcp`` / ``aws`` source (shared per key; no network call here)."""
+    names = {"audience": "assertion_audience", "source": "source", "region": "aws_region"}
+    try:
+        if spec.source == "gcp":
+            from airflow_workload_identity.federation.gcp import google_id_token_source
+
+            return google_id_token_source(
+                spec.audience, cache=spec.credential_cache, env=environ, registry=registry, field_names=names
+            )
+        from airflow_workload_identity.federation.aws import aws_web_identity_token_source
+
+        region = spec.aws_region or environ.get("AWS_REGION") or environ.get("AWS_DEFAULT_REGION")
+        if not region:
+            raise ConfigError(
+                "aws_region",
+                "is not set and neither is AWS_REGION (GetWebIdentityToken has regional endpoints only)",
+                "set aws_region to the region of the pod's STS endpoint, e.g. us-east-1",
+                conn_type="azure_workload_identity",
+            )
+        return aws_web_identity_token_source(
+            spec.audience,
+            region=region,
+            duration_seconds=spec.aws_token_duration_seconds or AWS_DEFAULT_DURATION,
+            signing_algorithm=spec.aws_signing_algorithm or "RS256",
+            source=spec.aws_source or "auto",
+            cache=spec.credential_cache,
+            env=environ,
+            registry=registry,
+        )
+    except ImportError as exc:
+        extra = "gcp" if spec.source == "gcp" else "aws"
+        raise ConfigError(
+            "source",
+            f"is {spec.source!r} but that cloud's SDK is not installed ({exc.name or exc})",
+            f"install airflow-workload-identity[{extra}] next to [azure]",
+            conn_type="azure_workload_identity",
+        ) from None
+
+
 def resolve(
     spec: AzureIdentitySpec,
     *,
@@ -486,7 +599,9 @@ def resolve(
     store: TokenStore | None = None,
 ) -> SharedTokenCredential:
     """The shared credential for ``spec``; bad combinations are refused here, before any network call."""
-    identity = AzureIdentity(spec, os.environ if env is None else env)
+    environ = os.environ if env is None else env
+    source = federation_source(spec, environ, registry) if spec.is_federated else None
+    identity = AzureIdentity(spec, environ, source)
     if store is None:  # the deployment's host cache, unless the connection opts out
         store = configured_store(spec.credential_cache)
     return registry.get_or_create(

@@ -27,6 +27,9 @@ from airflow_workload_identity.report import Hop, IdentityReport
 from airflow_workload_identity.tokens import unverified_claims
 
 __all__ = [
+    "app_federated_credential_command",
+    "assertion_claims",
+    "aws_web_identity_token_statement",
     "check_as",
     "explain_identity_error",
     "explain_storage_denied",
@@ -57,6 +60,122 @@ def federated_credential_command(
         f"--resource-group {resource_group or '<resource group>'} --issuer {issuer} --subject {subject} "
         f"--audience {audience or 'api://AzureADTokenExchange'}"
     )
+
+
+def app_federated_credential_command(*, client_id: str, issuer: str, subject: str, audience: str) -> str:
+    """``az ad app federated-credential create`` (an app registration rather than a managed identity)."""
+    name = re.sub(r"[^A-Za-z0-9-]", "-", subject)[-120:].strip("-") or "airflow"
+    parameters = json.dumps({"name": name, "issuer": issuer, "subject": subject, "audiences": [audience]})
+    return f"az ad app federated-credential create --id {client_id} --parameters '{parameters}'"
+
+
+def aws_web_identity_token_statement(*, audience: str, duration_seconds: int) -> dict[str, Any]:
+    """The IAM identity-policy statement letting the pod's role call ``sts:GetWebIdentityToken`` for
+    ``audience`` with tokens living at most ``duration_seconds``."""
+    return {
+        "Effect": "Allow",
+        "Action": "sts:GetWebIdentityToken",
+        "Resource": "*",
+        "Condition": {
+            "ForAllValues:StringEquals": {"sts:IdentityTokenAudience": [audience]},
+            "NumericLessThanEquals": {"sts:DurationSeconds": str(duration_seconds)},
+        },
+    }
+
+
+#: Entra's "no federated credential matches" codes: the assertion's issuer, audience, subject, or all three.
+NO_MATCHING_FIC = ("70021", "700211", "700212", "700213")
+_SOURCE_CLOUD_NAMES = {"gcp": "Google Cloud", "aws": "AWS"}
+
+
+def assertion_claims(identity: Any) -> dict[str, Any]:
+    """iss/sub/aud (and the rest) of the client assertion: a cross-cloud source's current token (shared: no
+    new request while it is fresh), else the pod's projected token; ``{}`` if neither can be read."""
+    source = getattr(identity, "source", None)
+    if source is None:
+        return token_file_claims(identity.token_file)
+    try:
+        return dict(source.get().claims)
+    except WorkloadIdentityError:
+        return {}
+
+
+def _federated_fix(identity: Any, claims: dict[str, Any]) -> str:
+    """The commands to run on the Azure side so that Entra accepts the source cloud's token as is."""
+    spec = identity.spec
+    issuer, subject = str(claims.get("iss", "<issuer>")), str(claims.get("sub", "<subject>"))
+    aud = claims.get("aud", spec.audience)
+    audience = str(aud[0] if isinstance(aud, list) and aud else aud)
+    return (
+        f"On the Azure side, add a federated credential matching the token exactly (issuer {issuer}, subject "
+        f"{subject}, audience {audience}) to the user-assigned identity:\n  "
+        + federated_credential_command(
+            issuer=issuer,
+            subject=subject,
+            identity_name=spec.identity_name,
+            resource_group=spec.resource_group,
+            audience=audience,
+        )
+        + "\nor, if client "
+        + str(identity.client_id)
+        + " is an app registration:\n  "
+        + app_federated_credential_command(
+            client_id=str(identity.client_id), issuer=issuer, subject=subject, audience=audience
+        )
+        + f"\nOr set the connection's assertion_audience to the audience of an existing federated credential "
+        f"(now {spec.audience}). New credentials take a minute or two to propagate."
+    )
+
+
+def _explain_federated(error: Exception, identity: Any, aadsts: str | None, text: str) -> WorkloadIdentityError | None:
+    """Entra refused another cloud's token: name the Azure side and print what to add there."""
+    cloud = _SOURCE_CLOUD_NAMES.get(identity.spec.source, identity.spec.source)
+    claims = assertion_claims(identity)
+    caller = f"{claims.get('sub', '?')} ({cloud}, issuer {claims.get('iss', '?')})"
+    if aadsts in NO_MATCHING_FIC:
+        return AccessDenied(
+            hop=1,
+            hops=1,
+            caller=caller,
+            target=f"Azure client {identity.client_id} in tenant {identity.tenant_id}",
+            permission=f"sign in with the {cloud} token (Entra, the Azure side, found no matching federated "
+            "identity credential)",
+            remediation=_federated_fix(identity, claims),
+            cloud_code=f"AADSTS{aadsts}",
+            cloud_message=text.splitlines()[0][:500],
+            endpoint=identity.authority,
+        )
+    if aadsts in ("700027", "50027"):
+        return AccessDenied(
+            hop=1,
+            hops=1,
+            caller=caller,
+            target=f"Azure client {identity.client_id} in tenant {identity.tenant_id}",
+            permission=f"sign in with the {cloud} token (Entra, the Azure side, could not verify its signature)",
+            remediation=(
+                f"Entra verifies the token with the keys it fetches from the issuer {claims.get('iss', '?')} "
+                "(its /.well-known/openid-configuration jwks_uri). Check that the federated credential's issuer is "
+                "exactly the token's issuer and that the issuer's keys are public; then:\n"
+                + _federated_fix(identity, claims)
+            ),
+            cloud_code=f"AADSTS{aadsts}",
+            cloud_message=text.splitlines()[0][:500],
+            endpoint=identity.authority,
+        )
+    if aadsts == "700024":
+        return AccessDenied(
+            hop=1,
+            hops=1,
+            caller=caller,
+            target=f"Azure client {identity.client_id}",
+            permission=f"use the {cloud} token (Entra says it is outside its validity period)",
+            remediation="The token was refreshed ahead of expiry: check this host's clock against the source "
+            "cloud's (NTP).",
+            cloud_code="AADSTS700024",
+            cloud_message=text.splitlines()[0][:500],
+            endpoint=identity.authority,
+        )
+    return None
 
 
 def _http_status(error: BaseException) -> int | None:
@@ -99,6 +218,10 @@ def explain_identity_error(error: Exception, identity: Any) -> WorkloadIdentityE
     if aadsts is None:  # azure-identity raised without Entra's answer attached: its message carries the code
         code = re.search(r"AADSTS(\d+)", text)
         aadsts = code.group(1) if code else None
+    if identity.mode == "federated":
+        explained = _explain_federated(error, identity, aadsts, text)
+        if explained is not None:
+            return explained
     if aadsts == "70021":
         claims = token_file_claims(identity.token_file)
         issuer, subject = str(claims.get("iss", "<issuer>")), str(claims.get("sub", "<subject>"))
@@ -162,7 +285,7 @@ def explain_identity_error(error: Exception, identity: Any) -> WorkloadIdentityE
     # IMDS: no such identity here (HTTP 400). azure-identity's ManagedIdentityCredential re-raises that as a
     # bare CredentialUnavailableError without the answer, so its message is all there is to read.
     no_identity = "Identity not found" in text or "No identity has been assigned" in text
-    if identity.mode != "workload_identity" and (_http_status(error) == 400 or no_identity):
+    if identity.mode == "managed_identity" and (_http_status(error) == 400 or no_identity):
         kind, value = identity.selector
         return IdentityUnavailable(
             "managed_identity",
@@ -214,9 +337,84 @@ def explain_storage_denied(
     )
 
 
-def required_setup(identity: Any) -> Plan:
-    """The federated credential (from the projected token's claims) or the IMDS attachment to create."""
+def _federated_setup(identity: Any) -> Plan:
+    """A pod on another cloud: what each side grants, from the LIVE source token's claims (one token request to
+    the source cloud if none is cached; none to Entra)."""
     spec = identity.spec
+    cloud = _SOURCE_CLOUD_NAMES.get(spec.source, spec.source)
+    subject = identity.source.get()  # raises the source side's own error (what to fix there) if it cannot
+    claims = dict(subject.claims)
+    issuer, sub, audience = subject.issuer, subject.subject, subject.audience or spec.audience
+    target = spec.identity_name or str(identity.client_id)
+    steps: list[Step] = []
+    if spec.source == "aws":
+        duration = int(spec.aws_token_duration_seconds or 300)
+        role = sub if sub.startswith("arn:") else "<the pod's IAM role>"
+        steps += [
+            Step(
+                hop=0,
+                title=f"AWS side: outbound identity federation on (once per account; issuer {issuer})",
+                kind="command",
+                target="the AWS account",
+                content="aws iam enable-outbound-web-identity-federation",
+            ),
+            Step(
+                hop=0,
+                title=f"AWS side: the pod's role {role} may get tokens for {audience} living at most {duration} s",
+                kind="identity_statement",
+                target=role,
+                content=aws_web_identity_token_statement(audience=audience, duration_seconds=duration),
+            ),
+        ]
+    steps += [
+        Step(
+            hop=1,
+            title=f"Azure side: trust the {cloud} token (issuer, subject and audience read from the live token)",
+            kind="command",
+            target=target,
+            content=federated_credential_command(
+                issuer=issuer,
+                subject=sub,
+                identity_name=spec.identity_name,
+                resource_group=spec.resource_group,
+                audience=audience,
+            ),
+        ),
+        Step(
+            hop=None,
+            title="",
+            kind="note",
+            target=target,
+            content="for an app registration instead: "
+            + app_federated_credential_command(
+                client_id=str(identity.client_id), issuer=issuer, subject=sub, audience=audience
+            ),
+        ),
+        Step(
+            hop=None,
+            title="Azure side: grant the identity on the data, e.g.",
+            kind="command",
+            target=target,
+            content=f'az role assignment create --assignee {identity.client_id} --role "Storage Blob Data Reader" '
+            "--scope <storage account or container resource id>",
+        ),
+    ]
+    header = [
+        f"{cloud} -> Azure: the pod's {subject.principal} signs in as client {identity.client_id} "
+        f"(tenant {identity.tenant_id}) with its {cloud} token as the client assertion.",
+        f"Token claims Entra checks: iss={issuer} sub={sub} aud={audience}",
+    ]
+    if claims.get("email"):
+        header.append(f"(sub is the unique id of {claims['email']}; Entra matches sub, not the e-mail)")
+    return Plan(cloud="azure", source=subject.principal, header=header, steps=steps)
+
+
+def required_setup(identity: Any) -> Plan:
+    """The federated credential (from the projected token's claims), the IMDS attachment, or for a pod on
+    another cloud both clouds' sides (from the live source token's claims)."""
+    spec = identity.spec
+    if identity.mode == "federated":
+        return _federated_setup(identity)
     if identity.mode == "workload_identity":
         claims = token_file_claims(identity.token_file)
         issuer = str(claims.get("iss", "<the cluster's OIDC issuer: az aks show --query oidcIssuerProfile.issuerUrl>"))

@@ -1,5 +1,10 @@
 """What identity an ``azure_workload_identity`` connection describes: fields, parsing, validation.
 
+``source`` says where the pod runs: ``azure`` (default: AKS workload identity or a managed identity, below),
+``gcp`` (GKE: the pod's Google ID token is the client assertion of the app / user-assigned identity's
+federated credential) or ``aws`` (EKS: a JWT from STS ``GetWebIdentityToken``, AWS's outbound identity
+federation, is the client assertion). The two cross-cloud sources need ``client_id`` and ``tenant_id``.
+
 Pure Python (no Airflow, no azure-identity). Modes: ``workload_identity`` (AKS: a federated credential
 on a user-assigned managed identity or app; the pod's projected service-account token is the client
 assertion; what Astro calls the deployment's "Managed identity"), ``imds`` (the node's managed identity
@@ -57,8 +62,84 @@ AUTHORITY_PATTERN = (
 )
 TENANT_ITEM = rf"^(?:\*|{_GUID}|{_DOMAIN}){END}"
 ASSERTION_AUDIENCE = "api://AzureADTokenExchange"
+#: Where the pod runs: its own cloud's identity is the client assertion for Entra (``azure``: the Azure modes).
+SOURCES = ("azure", "gcp", "aws")
+SourceCloud = Literal["azure", "gcp", "aws"]
+#: The ``aud`` of a client assertion: what a federated credential's audience holds (printable ASCII, one token).
+ASSERTION_AUDIENCE_PATTERN = rf"^[\x21-\x7e]{{1,512}}{END}"
+AWS_REGION_PATTERN = rf"^[a-z]{{2}}(?:-[a-z]+)+-[0-9]{{1,2}}{END}"
+AWS_SOURCES = ("auto", "web_identity", "pod_identity", "default_chain")
+AWS_ALGORITHMS = ("RS256", "ES384")
+AWS_DEFAULT_DURATION = 300
 
 FIELDS: tuple[Field, ...] = (
+    Field(
+        name="source",
+        label="Source cloud (where the pod runs)",
+        description=(
+            "azure (default): the pod's Azure identity (see Identity mode). gcp: the pod runs on GKE; its Google "
+            "ID token (issuer https://accounts.google.com, subject the service account's unique id) is the client "
+            "assertion of the app or user-assigned identity's federated credential. aws: the pod runs on EKS; a "
+            "JWT from STS GetWebIdentityToken (the account's outbound issuer, subject the pod's role ARN) is the "
+            "client assertion. gcp and aws need Client ID and Tenant ID; `airflow-workload-identity policy` "
+            "prints the federated credential to create."
+        ),
+        schema={"type": "string", "enum": list(SOURCES), "default": "azure"},
+        fix="use azure (the pod's Azure identity), gcp (a GKE pod) or aws (an EKS pod)",
+        section="Source cloud",
+    ),
+    Field(
+        name="assertion_audience",
+        label="Assertion audience (gcp / aws sources)",
+        description=(
+            f"Optional, source gcp or aws. The audience of the token presented to Entra: the federated credential's "
+            f"audience. Default {ASSERTION_AUDIENCE}."
+        ),
+        schema={"type": "string", "pattern": ASSERTION_AUDIENCE_PATTERN, "examples": [ASSERTION_AUDIENCE]},
+        fix=f"use the federated credential's audience, normally {ASSERTION_AUDIENCE}",
+        section="Source cloud",
+    ),
+    Field(
+        name="aws_region",
+        label="AWS region (aws source)",
+        description=(
+            "Source aws: the region whose STS endpoint issues the token (GetWebIdentityToken is regional only). "
+            "Defaults to AWS_REGION (set by EKS)."
+        ),
+        schema={"type": "string", "pattern": AWS_REGION_PATTERN, "examples": ["us-east-1"]},
+        fix="use a region name like us-east-1",
+        section="Source cloud",
+    ),
+    Field(
+        name="aws_token_duration_seconds",
+        label="AWS token lifetime (aws source)",
+        description=(
+            f"Optional, source aws. Lifetime of the GetWebIdentityToken JWT in seconds, 60-3600, default "
+            f"{AWS_DEFAULT_DURATION}; the IAM policy's sts:DurationSeconds condition must allow it."
+        ),
+        schema={"type": "integer", "minimum": 60, "maximum": 3600},
+        fix="use a number of seconds between 60 and 3600",
+        section="Source cloud",
+    ),
+    Field(
+        name="aws_signing_algorithm",
+        label="AWS token signing algorithm (aws source)",
+        description="Optional, source aws. RS256 (default) or ES384; Entra accepts both.",
+        schema={"type": "string", "enum": list(AWS_ALGORITHMS)},
+        fix="use RS256 or ES384",
+        section="Source cloud",
+    ),
+    Field(
+        name="aws_source",
+        label="AWS ambient identity (aws source)",
+        description=(
+            "Optional, source aws. Where the pod's AWS credentials come from: auto (default: IRSA, else EKS Pod "
+            "Identity, else botocore's chain), web_identity, pod_identity or default_chain."
+        ),
+        schema={"type": "string", "enum": list(AWS_SOURCES)},
+        fix="use one of auto, web_identity, pod_identity, default_chain",
+        section="Source cloud",
+    ),
     Field(
         name="mode",
         label="Identity mode",
@@ -223,6 +304,8 @@ FORM = ConnectionForm(
 )
 
 _WI_ONLY = ("tenant_id", "client_assertion_file", "additionally_allowed_tenants")
+_AWS_ONLY = ("aws_region", "aws_token_duration_seconds", "aws_signing_algorithm", "aws_source")
+_FEDERATED_ONLY = ("assertion_audience", *_AWS_ONLY)
 _MI_ONLY = ("object_id", "resource_id")
 
 
@@ -231,6 +314,12 @@ class AzureIdentitySpec:
     """A validated ``azure_workload_identity`` connection. Build with :meth:`from_extra`."""
 
     mode: Mode = "auto"
+    source: SourceCloud = "azure"
+    assertion_audience: str | None = None
+    aws_region: str | None = None
+    aws_token_duration_seconds: int | None = None
+    aws_signing_algorithm: str | None = None
+    aws_source: str | None = None
     client_id: str | None = None
     tenant_id: str | None = None
     object_id: str | None = None
@@ -260,6 +349,12 @@ class AzureIdentitySpec:
         v = FORM.parse(extra)
         spec = cls(
             mode=MODE_ALIASES[v["mode"] or "auto"],
+            source=v["source"] or "azure",
+            assertion_audience=v["assertion_audience"],
+            aws_region=v["aws_region"],
+            aws_token_duration_seconds=v["aws_token_duration_seconds"],
+            aws_signing_algorithm=v["aws_signing_algorithm"],
+            aws_source=v["aws_source"],
             client_id=v["client_id"].lower() if v["client_id"] else None,
             tenant_id=v["tenant_id"],
             object_id=v["object_id"].lower() if v["object_id"] else None,
@@ -294,8 +389,60 @@ class AzureIdentitySpec:
                 raise self._error("authority_host", "has an invalid port") from None
             if not re.fullmatch(AUTHORITY_PATTERN, self.authority_host):
                 raise self._error("authority_host", "has a host that is not an ASCII host name or IP address")
-        if self.mode != "auto":
+        if self.source != "azure":
+            self.check_federated()
+        elif self.mode != "auto":
             self.check_mode(self.mode)
+        if self.source == "azure":
+            for name in _FEDERATED_ONLY:
+                if getattr(self, name) is not None:
+                    raise self._error(
+                        name,
+                        "is set but source 'azure' does not use it (it is a gcp / aws source field)",
+                        f"remove {name}, or set source to gcp or aws",
+                    )
+
+    @property
+    def is_federated(self) -> bool:
+        """The pod runs on another cloud: its token there is the client assertion."""
+        return self.source != "azure"
+
+    @property
+    def audience(self) -> str:
+        """The client assertion's audience (cross-cloud sources)."""
+        return self.assertion_audience or ASSERTION_AUDIENCE
+
+    def check_federated(self) -> None:
+        """A cross-cloud source: client and tenant named, no Azure-ambient field, only its own source's fields."""
+        source = self.source
+        if self.mode != "auto":
+            raise self._error(
+                "mode",
+                f"is {self.mode!r} but source {source!r} does not use it (the identity mode is for a pod on Azure)",
+                "clear mode (or set it to auto), or set source to azure",
+            )
+        for name in (*_MI_ONLY, "client_assertion_file"):
+            if getattr(self, name):
+                raise self._error(
+                    name,
+                    f"is set but source {source!r} does not use it (it is an Azure-ambient field)",
+                    f"remove {name}, or set source to azure",
+                )
+        if source != "aws":
+            for name in _AWS_ONLY:
+                if getattr(self, name) is not None:
+                    raise self._error(
+                        name, f"is set but source {source!r} does not use it", f"remove {name}, or set source to aws"
+                    )
+        for name in ("client_id", "tenant_id"):
+            if not getattr(self, name):
+                raise self._error(
+                    name,
+                    f"is required with source {source!r} (the pod on {source.upper()} has no AZURE_* variables)",
+                    "paste the app registration's or user-assigned identity's client id (a GUID)"
+                    if name == "client_id"
+                    else "use the Entra tenant GUID or a domain like contoso.onmicrosoft.com",
+                )
 
     def check_mode(self, mode: str) -> None:
         """Fields the chosen mode would ignore are errors, never silently dropped."""

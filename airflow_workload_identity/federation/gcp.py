@@ -55,23 +55,27 @@ SOURCES = ("auto", "metadata", "adc")
 _AUDIENCE = re.compile(r"^[!-~]{1,512}$")
 
 
-def _check(audience: object, source: object, cache: object) -> None:
+def _check(audience: object, source: object, cache: object, names: Mapping[str, str]) -> None:
     if not isinstance(audience, str) or not _AUDIENCE.match(audience):
         raise ConfigError(
-            "audience",
+            names.get("audience", "audience"),
             "must be a non-empty string of printable ASCII without spaces (at most 512 characters)",
             "use the audience the target trusts, e.g. api://AzureADTokenExchange for Azure or sts.amazonaws.com "
             "for AWS",
         )
     if source not in SOURCES:
         raise ConfigError(
-            "source",
+            names.get("source", "source"),
             f"{source!r} is not one of {', '.join(SOURCES)}",
             "use 'metadata' (the GKE metadata server), 'adc' (Application Default Credentials from "
             "GOOGLE_APPLICATION_CREDENTIALS) or 'auto'",
         )
     if cache is not None and cache not in MODES:
-        raise ConfigError("credential_cache", f"{cache!r} is not one of {', '.join(MODES)}", "use host, process or off")
+        raise ConfigError(
+            names.get("credential_cache", "credential_cache"),
+            f"{cache!r} is not one of {', '.join(MODES)}",
+            "use host, process or off",
+        )
 
 
 def _epoch(expiry: dt.datetime | None, claims: Mapping[str, Any]) -> float:
@@ -207,6 +211,7 @@ def google_id_token_source(
     cache: str | None = None,
     env: Mapping[str, str] | None = None,
     registry: Registry = REGISTRY,
+    field_names: Mapping[str, str] | None = None,
 ) -> GoogleIdTokenSource:
     """The shared source of the pod's Google ID tokens for ``audience``. No network call happens here.
 
@@ -215,9 +220,11 @@ def google_id_token_source(
         ``GOOGLE_APPLICATION_CREDENTIALS``) or ``auto`` (``adc`` when that variable is set, else ``metadata``).
     :param cache: the connection's ``credential_cache`` (``host``/``process``/``off``; ``None``: the
         deployment's setting). Only the metadata server's token goes to the host cache.
+    :param field_names: the caller's connection field for each parameter (``{"audience": "assertion_audience"}``),
+        so that a ``ConfigError`` names the field to fix.
     :raises ConfigError: a malformed audience, source or cache setting (before any network call).
     """
-    _check(audience, source, cache)
+    _check(audience, source, cache, field_names or {})
     environ = os.environ if env is None else env
     kind = source
     if kind == "auto":

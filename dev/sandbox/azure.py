@@ -47,7 +47,7 @@ from urllib.parse import parse_qs, urlsplit
 import jwt
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from . import _azure_keyvault, _azure_tls
+from . import _azure_keyvault, _azure_tls, _fed_azure
 from ._azure_azurite import ACCOUNT_KEY, ACCOUNT_NAME, AzuriteBlob
 from ._azure_http import LoopbackServer, QuietHandler
 from ._azure_storage import READER, StorageProxyHandler, StorageRbac
@@ -386,6 +386,8 @@ class AzureSandbox:
         self.issuer_keys: dict[str, list[tuple[str, Any]]] = {
             self.issuer.issuer_url: [(self.issuer.kid, self.issuer.public_key)]
         }
+        #: Other clouds' issuers, verified with keys fetched from their JWKS over loopback (_fed_azure.py).
+        self.remote_issuers = _fed_azure.RemoteIssuers()
 
         self.tenants = {
             t.tenant_id: t
@@ -647,8 +649,14 @@ class AzureSandbox:
         with self._lock:
             principal.federated_credentials[:] = [c for c in principal.federated_credentials if c.name != name]
 
-    def trust_issuer(self, issuer: OidcIssuer) -> None:
-        """Let Entra verify assertions from another OIDC issuer (e.g. a second cluster)."""
+    def trust_issuer(self, issuer: OidcIssuer | str, jwks_url: str | None = None) -> None:
+        """Let Entra verify assertions from another OIDC issuer (e.g. a second cluster), or from another
+        cloud's issuer URL whose keys Entra fetches from ``jwks_url`` on loopback (_fed_azure.py)."""
+        if isinstance(issuer, str):
+            if not jwks_url:
+                raise ValueError("an issuer given by URL needs the jwks_url its keys are fetched from")
+            self.remote_issuers.trust(issuer, jwks_url)
+            return
         with self._lock:
             self.issuer_keys.setdefault(issuer.issuer_url, []).append((issuer.kid, issuer.public_key))
 
@@ -967,12 +975,14 @@ class AzureSandbox:
         aud = claims.get("aud")
         audiences = [aud] if isinstance(aud, str) else list(aud or [])
         keys = issuer_keys.get(iss)
+        if keys is None:  # another cloud's issuer: keys fetched from its JWKS over loopback, if trusted
+            keys = self.remote_issuers.keys(iss, header.get("kid"))
         if keys is not None:
             candidates = [k for kid, k in keys if kid == header.get("kid")] or [k for _, k in keys]
             verified = False
             for key in candidates:
                 try:
-                    jwt.decode(assertion, key, algorithms=["RS256"], options=_SIGNATURE_ONLY)
+                    jwt.decode(assertion, key, algorithms=["RS256", "ES384"], options=_SIGNATURE_ONLY)
                     verified = True
                     break
                 except jwt.PyJWTError:
