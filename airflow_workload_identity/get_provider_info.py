@@ -282,9 +282,72 @@ def get_provider_info() -> dict[str, object]:
                                 "web_identity",
                                 "pod_identity",
                                 "default_chain",
+                                "gcp",
+                                "azure",
                             ],
                             "default": "auto",
                             "section": "Ambient identity",
+                        },
+                    },
+                    "source_audience": {
+                        "label": "Federated token audience",
+                        "description": "Source gcp or azure: the audience (aud) of the other cloud's token presented to AssumeRoleWithWebIdentity. gcp: default sts.amazonaws.com (the trust policy's accounts.google.com:oaud). azure: required, the app id URI of the Entra app registration the IAM OIDC provider lists as a client id, e.g. api://airflow-aws.",
+                        "schema": {
+                            "type": [
+                                "string",
+                                "null",
+                            ],
+                            "pattern": "^[\\x21-\\x7e]{1,512}$(?!\\n)",
+                            "examples": [
+                                "sts.amazonaws.com",
+                            ],
+                            "default": None,
+                            "section": "Cross-cloud source",
+                        },
+                    },
+                    "source_mode": {
+                        "label": "Federated source mode",
+                        "description": "Source gcp: auto (default), metadata (the GKE metadata server) or adc (a key or impersonation file in GOOGLE_APPLICATION_CREDENTIALS). Source azure: auto (default), workload_identity (AKS) or imds (the node's managed identity).",
+                        "schema": {
+                            "type": [
+                                "string",
+                                "null",
+                            ],
+                            "enum": [
+                                "adc",
+                                "auto",
+                                "imds",
+                                "metadata",
+                                "workload_identity",
+                            ],
+                            "default": "auto",
+                            "section": "Cross-cloud source",
+                        },
+                    },
+                    "source_tenant_id": {
+                        "label": "Source Entra tenant ID",
+                        "description": "Source azure: the pod's Entra tenant (GUID or domain); defaults to AZURE_TENANT_ID. With imds a GUID pins the token's tid.",
+                        "schema": {
+                            "type": [
+                                "string",
+                                "null",
+                            ],
+                            "pattern": "^(?:[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}|[A-Za-z0-9](?:[A-Za-z0-9.-]*[A-Za-z0-9])?\\.[A-Za-z]{2,})$(?!\\n)",
+                            "default": None,
+                            "section": "Cross-cloud source",
+                        },
+                    },
+                    "source_client_id": {
+                        "label": "Source managed identity client ID",
+                        "description": "Source azure: the managed identity's (or app's) client id, a GUID; defaults to AZURE_CLIENT_ID (workload identity). With imds it picks one of several identities attached to the node.",
+                        "schema": {
+                            "type": [
+                                "string",
+                                "null",
+                            ],
+                            "pattern": "^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$(?!\\n)",
+                            "default": None,
+                            "section": "Cross-cloud source",
                         },
                     },
                     "credential_cache": {
@@ -492,6 +555,103 @@ def get_provider_info() -> dict[str, object]:
                     },
                 },
                 "conn-fields": {
+                    "source": {
+                        "label": "Source cloud (where the pod runs)",
+                        "description": "azure (default): the pod's Azure identity (see Identity mode). gcp: the pod runs on GKE; its Google ID token (issuer https://accounts.google.com, subject the service account's unique id) is the client assertion of the app or user-assigned identity's federated credential. aws: the pod runs on EKS; a JWT from STS GetWebIdentityToken (the account's outbound issuer, subject the pod's role ARN) is the client assertion. gcp and aws need Client ID and Tenant ID; `airflow-workload-identity policy` prints the federated credential to create.",
+                        "schema": {
+                            "type": [
+                                "string",
+                                "null",
+                            ],
+                            "enum": [
+                                "azure",
+                                "gcp",
+                                "aws",
+                            ],
+                            "default": "azure",
+                            "section": "Source cloud",
+                        },
+                    },
+                    "assertion_audience": {
+                        "label": "Assertion audience (gcp / aws sources)",
+                        "description": "Optional, source gcp or aws. The audience of the token presented to Entra: the federated credential's audience. Default api://AzureADTokenExchange.",
+                        "schema": {
+                            "type": [
+                                "string",
+                                "null",
+                            ],
+                            "pattern": "^[\\x21-\\x7e]{1,512}$(?!\\n)",
+                            "examples": [
+                                "api://AzureADTokenExchange",
+                            ],
+                            "default": None,
+                            "section": "Source cloud",
+                        },
+                    },
+                    "aws_region": {
+                        "label": "AWS region (aws source)",
+                        "description": "Source aws: the region whose STS endpoint issues the token (GetWebIdentityToken is regional only). Defaults to AWS_REGION (set by EKS).",
+                        "schema": {
+                            "type": [
+                                "string",
+                                "null",
+                            ],
+                            "pattern": "^[a-z]{2}(?:-[a-z]+)+-[0-9]{1,2}$(?!\\n)",
+                            "examples": [
+                                "us-east-1",
+                            ],
+                            "default": None,
+                            "section": "Source cloud",
+                        },
+                    },
+                    "aws_token_duration_seconds": {
+                        "label": "AWS token lifetime (aws source)",
+                        "description": "Optional, source aws. Lifetime of the GetWebIdentityToken JWT in seconds, 60-3600, default 300; the IAM policy's sts:DurationSeconds condition must allow it.",
+                        "schema": {
+                            "type": [
+                                "integer",
+                                "null",
+                            ],
+                            "minimum": 60,
+                            "maximum": 3600,
+                            "default": None,
+                            "section": "Source cloud",
+                        },
+                    },
+                    "aws_signing_algorithm": {
+                        "label": "AWS token signing algorithm (aws source)",
+                        "description": "Optional, source aws. RS256 (default) or ES384; Entra accepts both.",
+                        "schema": {
+                            "type": [
+                                "string",
+                                "null",
+                            ],
+                            "enum": [
+                                "RS256",
+                                "ES384",
+                            ],
+                            "default": None,
+                            "section": "Source cloud",
+                        },
+                    },
+                    "aws_source": {
+                        "label": "AWS ambient identity (aws source)",
+                        "description": "Optional, source aws. Where the pod's AWS credentials come from: auto (default: IRSA, else EKS Pod Identity, else botocore's chain), web_identity, pod_identity or default_chain.",
+                        "schema": {
+                            "type": [
+                                "string",
+                                "null",
+                            ],
+                            "enum": [
+                                "auto",
+                                "web_identity",
+                                "pod_identity",
+                                "default_chain",
+                            ],
+                            "default": None,
+                            "section": "Source cloud",
+                        },
+                    },
                     "mode": {
                         "label": "Identity mode",
                         "description": "workload_identity: the federated user-assigned identity (AKS workload identity, the pod's projected service-account token; on Astro this is the deployment's 'Managed identity' from the Astro UI and guide: pick this one). imds: the node's own managed identity through IMDS (VM/VMSS; node_managed_identity and the older managed_identity mean the same). auto (default): workload_identity when a federated token file is configured, else imds.",

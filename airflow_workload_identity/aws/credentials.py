@@ -19,7 +19,7 @@ import asyncio
 import datetime as dt
 import os
 import weakref
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Hashable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -42,6 +42,7 @@ from airflow_workload_identity.aws.sts import _shared_loader as _shared_loader  
 from airflow_workload_identity.cache import host_layer
 from airflow_workload_identity.core import TokenStore
 from airflow_workload_identity.errors import AccessDenied, IdentityMismatch, TransientError
+from airflow_workload_identity.federation import SubjectTokenSource
 from airflow_workload_identity.registry import REGISTRY, Registry
 from airflow_workload_identity.report import Hop, IdentityReport
 
@@ -68,6 +69,8 @@ class RoleChain:
     endpoint: StsEndpoint
     #: A direct identity (no ``role_arn``): the source's own credentials, shared (pinned when asked).
     direct: SharedCredentials | None = None
+    #: A cross-cloud source (``source`` gcp / azure): the other cloud's token source, hop 0 of the report.
+    federation: SubjectTokenSource | None = None
 
     def __post_init__(self) -> None:
         self._mirrors: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Any] = weakref.WeakKeyDictionary()
@@ -131,17 +134,20 @@ class RoleChain:
         With ``verify``, also make one ``GetCallerIdentity`` call with the final credentials."""
         self.credentials.get_frozen_credentials()
         verified = self.verify() if verify else None
-        source_arn = self.source.caller_arn() or "(unknown: GetCallerIdentity failed)"
-        source_expiry = botocore_expiry(self.source.credentials)
-        hops = [
-            Hop(
-                index=0,
-                principal=source_arn,
-                method=self.source.description,
-                expiry=source_expiry,
-                endpoint=self.endpoint.describe(),
-            )
-        ]
+        if self.federation is not None:
+            hops = [self.federation.describe()]
+        else:
+            source_arn = self.source.caller_arn() or "(unknown: GetCallerIdentity failed)"
+            source_expiry = botocore_expiry(self.source.credentials)
+            hops = [
+                Hop(
+                    index=0,
+                    principal=source_arn,
+                    method=self.source.description,
+                    expiry=source_expiry,
+                    endpoint=self.endpoint.describe(),
+                )
+            ]
         for hc in self.hops:
             details: list[tuple[str, str]] = [
                 ("role", hc.hop.role_arn),
@@ -154,11 +160,16 @@ class RoleChain:
                 details.append(("source identity", hc.hop.source_identity))
             if hc.hop.tags:
                 details.append(("session tags", ", ".join(f"{k}={v}" for k, v in hc.hop.tags)))
+            method = "sts:AssumeRole"
+            if self.federation is not None and hc.index == 1:
+                method = "sts:AssumeRoleWithWebIdentity"
+                token = self.federation.get()
+                details.append(("web identity", f"{token.source_cloud} token iss={token.issuer} sub={token.subject}"))
             hops.append(
                 Hop(
                     index=hc.index,
                     principal=hc.principal or hc.hop.role_arn,
-                    method="sts:AssumeRole",
+                    method=method,
                     expiry=hc.credentials.expiry,
                     endpoint=hc.endpoint_url(),
                     details=tuple(details),
@@ -186,6 +197,10 @@ def resolve(
     bad combinations (a chained hop longer than an hour) are refused before any STS call."""
     environ = os.environ if env is None else env
     endpoint = StsEndpoint.resolve(spec, environ)
+    if spec.is_federated:  # another cloud's token is the first role's web identity (aws/federated.py)
+        from airflow_workload_identity.aws.federated import resolve_federated
+
+        return resolve_federated(spec, context, environ, endpoint, registry, clock)
     source = resolve_source(spec, environ, endpoint, context, registry, clock)
     if spec.source in ("auto", "default_chain") and not spec.role_chain and source.is_role_session():
         spec.check_chained_duration(reason=f"the ambient identity ({source.description}) is itself a role session")
@@ -193,15 +208,33 @@ def resolve(
         return RoleChain(
             spec=spec, source=source, hops=(), endpoint=endpoint, direct=_direct(spec, source, registry, clock)
         )
-    rendered = spec.hops(context)
-    caller: Source | HopCredentials = source
-    hops: list[HopCredentials] = []
-    carried = False
+    hops = role_hops(spec, spec.hops(context), source, source.key, source.host_cacheable, endpoint, registry, clock)
+    return RoleChain(spec=spec, source=source, hops=hops, endpoint=endpoint)
+
+
+def role_hops(
+    spec: AwsIdentitySpec,
+    rendered: tuple[AssumeRoleHop, ...],
+    caller: Source | HopCredentials,
+    source_key: Hashable,
+    host_cacheable: bool,
+    endpoint: StsEndpoint,
+    registry: Registry,
+    clock: Callable[[], dt.datetime] | None,
+    *,
+    first: tuple[HopCredentials, ...] = (),
+) -> tuple[HopCredentials, ...]:
+    """The shared ``AssumeRole`` hops of ``rendered`` after the ``first`` ones already built (a cross-cloud
+    source's web identity hop), each signed by the one before (``caller`` for the first built here)."""
+    hops: list[HopCredentials] = list(first)
+    carried = any(bool(h.hop.source_identity) for h in first)
     for position, hop in enumerate(rendered, start=1):
+        if position <= len(first):
+            continue
         last = position == len(rendered)
         expected = spec.expected_account_ids if last else ()
-        identity = ("aws-hop", source.key, endpoint, rendered[:position], len(rendered), expected)
-        store, store_key = host_layer(identity, spec.credential_cache) if source.host_cacheable else (None, None)
+        identity = ("aws-hop", source_key, endpoint, rendered[:position], len(rendered), expected)
+        store, store_key = host_layer(identity, spec.credential_cache) if host_cacheable else (None, None)
         key = (*identity, store is not None)
         previous, already_carried = caller, carried
 
@@ -231,7 +264,7 @@ def resolve(
         hops.append(current)
         caller = current
         carried = carried or bool(hop.source_identity)
-    return RoleChain(spec=spec, source=source, hops=tuple(hops), endpoint=endpoint)
+    return tuple(hops)
 
 
 def _direct(

@@ -214,6 +214,8 @@ class AwsWorkloadIdentityHook(BaseHook):
         from airflow_workload_identity.aws.policy import required_grants
 
         chain = self.chain
+        if chain.federation is not None:
+            return self._federated_plan(chain)
         web_identity = None
         if chain.source.method == "web_identity":
             web_identity = (os.environ["AWS_ROLE_ARN"], os.environ["AWS_WEB_IDENTITY_TOKEN_FILE"])
@@ -223,6 +225,30 @@ class AwsWorkloadIdentityHook(BaseHook):
             chain.source.description,
             web_identity=web_identity,
         )
+
+    def _federated_plan(self, chain: RoleChain) -> Plan:
+        """Source gcp / azure: the AWS side's grants for the web identity hop, from the live token's claims,
+        then the usual statements for every later hop."""
+        from airflow_workload_identity.aws.policy import federated_steps, required_grants
+
+        assert chain.federation is not None
+        token = chain.federation.get()  # the live token: its iss / sub / aud are what STS checks
+        hops = chain.spec.hops(RunContext.current(self.aws_conn_id))
+        first = hops[0].role_arn
+        rest = required_grants(hops[1:], first, f"the first role, assumed with the {token.source_cloud} token")
+        plan = Plan(
+            cloud="aws",
+            source=token.principal,
+            header=[
+                f"Source identity: {token.principal} on {token.source_cloud} "
+                f"(token iss={token.issuer}, sub={token.subject}, aud={token.audience}).",
+                f"This connection assumes {len(hops)} role(s) in order; the first with "
+                "sts:AssumeRoleWithWebIdentity and that token.",
+            ],
+            steps=federated_steps(token.claims, token.source_cloud, token.principal, first),
+        )
+        plan.steps.extend(step for step in rest.steps if step.hop is not None)
+        return plan
 
     def policy(self) -> str:
         """:meth:`policy_plan` as text for people."""

@@ -10,8 +10,9 @@ from __future__ import annotations
 import datetime as dt
 import threading
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Protocol
 
+from botocore.credentials import Credentials
 from botocore.exceptions import BotoCoreError, ClientError
 from botocore.parsers import ResponseParserError
 
@@ -30,7 +31,17 @@ from airflow_workload_identity.aws.sts import (
 from airflow_workload_identity.core import TokenStore
 from airflow_workload_identity.errors import IdentityMismatch
 
-__all__ = ["HopCredentials"]
+__all__ = ["Caller", "HopCredentials"]
+
+
+class Caller(Protocol):
+    """Who makes a hop's STS call: the ambient source, the previous hop, or nobody (``credentials`` None: an
+    unsigned call, the web identity hop of a cross-cloud source)."""
+
+    @property
+    def credentials(self) -> Credentials | None: ...
+
+    def caller_arn(self) -> str | None: ...
 
 
 class HopCredentials:
@@ -38,7 +49,7 @@ class HopCredentials:
 
     def __init__(
         self,
-        caller: Source | HopCredentials,
+        caller: Source | HopCredentials | Caller,
         hop: AssumeRoleHop,
         *,
         index: int,

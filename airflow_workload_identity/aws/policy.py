@@ -30,7 +30,11 @@ __all__ = [
     "check_as",
     "explain_assume_role_error",
     "explain_data_access_denied",
+    "explain_federated_error",
     "explain_web_identity_error",
+    "federated_provider",
+    "federated_steps",
+    "federated_trust_statement",
     "plan_as",
     "principal_for",
     "report_as",
@@ -464,3 +468,166 @@ def report_as(spec: AwsIdentitySpec, identity: str, context: RunContext, conn_id
     if spec.expected_account_ids:
         notes.append(f"final account pinned to {', '.join(spec.expected_account_ids)}")
     return IdentityReport(cloud="aws", conn_id=conn_id, hops=tuple(hops), notes=tuple(notes))
+
+
+# -- cross-cloud sources (source gcp / azure): the other cloud's token as the first role's web identity ----------
+
+#: Google's issuer is built into STS: no IAM OIDC provider, ``Federated: accounts.google.com``.
+GOOGLE_ISSUER = "https://accounts.google.com"
+GOOGLE_PROVIDER = "accounts.google.com"
+_CLOUD_NAMES = {"gcp": "Google Cloud", "azure": "Azure (Entra ID)", "aws": "AWS"}
+
+
+def federated_provider(claims: Mapping[str, Any], account: str) -> tuple[str, str, str | None]:
+    """``(Federated principal, condition-key prefix, command creating the IAM OIDC provider or None)`` for the
+    issuer of a cross-cloud token. Google is built in; any other issuer (Entra's
+    ``https://sts.windows.net/<tenant>/``) needs an IAM OIDC provider whose URL is the issuer, client id
+    the token's audience; its condition keys are prefixed by the issuer without ``https://``."""
+    issuer = str(claims.get("iss", "<issuer>"))
+    if issuer.rstrip("/") == GOOGLE_ISSUER:
+        return GOOGLE_PROVIDER, GOOGLE_PROVIDER, None
+    prefix = issuer.removeprefix("https://")
+    audience = _first_audience(claims)
+    command = (
+        f"aws iam create-open-id-connect-provider --url {issuer} --client-id-list {audience}    # in account {account}"
+    )
+    return f"arn:aws:iam::{account}:oidc-provider/{prefix}", prefix, command
+
+
+def _first_audience(claims: Mapping[str, Any]) -> str:
+    aud = claims.get("aud", "<audience>")
+    return str(aud[0] if isinstance(aud, list) and aud else aud)
+
+
+def federated_trust_statement(claims: Mapping[str, Any], account: str) -> dict[str, Any]:
+    """The role's trust statement for a cross-cloud token, with the conditions read from its claims.
+
+    Google: ``accounts.google.com:aud`` is the token's ``azp`` (the service account's unique id; ``aud`` when
+    absent), ``:oaud`` its ``aud`` (the audience asked for), ``:sub`` the unique id. Other issuers:
+    ``<issuer>:aud`` and ``<issuer>:sub`` (Entra: the app id URI and the identity's object id)."""
+    principal, prefix, _ = federated_provider(claims, account)
+    subject = str(claims.get("sub", "<subject>"))
+    audience = _first_audience(claims)
+    if prefix == GOOGLE_PROVIDER:
+        conditions = {
+            f"{prefix}:aud": str(claims.get("azp") or audience),
+            f"{prefix}:oaud": audience,
+            f"{prefix}:sub": subject,
+        }
+    else:
+        conditions = {f"{prefix}:aud": audience, f"{prefix}:sub": subject}
+    return {
+        "Effect": "Allow",
+        "Principal": {"Federated": principal},
+        "Action": "sts:AssumeRoleWithWebIdentity",
+        "Condition": {"StringEquals": conditions},
+    }
+
+
+def federated_steps(claims: Mapping[str, Any], source_cloud: str, principal: str, role_arn: str) -> list[Step]:
+    """What the AWS side grants for a cross-cloud first hop: the IAM OIDC provider (not for Google) and the
+    trust statement of the first role, both from the live token's claims."""
+    account = account_of(role_arn) or "<account>"
+    _, _, command = federated_provider(claims, account)
+    steps: list[Step] = []
+    cloud = _CLOUD_NAMES.get(source_cloud, source_cloud)
+    if command is not None:
+        steps.append(
+            Step(
+                hop=1,
+                title=f"Hop 1 (AWS side): trust the {cloud} issuer {claims.get('iss')} in account {account}",
+                kind="command",
+                target=f"IAM OIDC provider {claims.get('iss')}",
+                content=command,
+            )
+        )
+    steps.append(
+        Step(
+            hop=1,
+            title=f"Hop 1 (AWS side): {cloud} identity {principal} -> {role_arn} (sts:AssumeRoleWithWebIdentity; "
+            "values read from the live token)",
+            kind="trust_statement",
+            target=role_arn,
+            content=federated_trust_statement(claims, account),
+        )
+    )
+    return steps
+
+
+def explain_federated_error(
+    error: Exception,
+    *,
+    claims: Mapping[str, Any],
+    source_cloud: str,
+    principal: str,
+    role_arn: str,
+    hop_index: int,
+    hops: int,
+    endpoint: str,
+    attempts: int,
+    audience_field: str = "source_audience",
+) -> WorkloadIdentityError:
+    """STS refusing another cloud's token (AssumeRoleWithWebIdentity): the AWS side refused; say which check
+    failed and print what to add on the AWS side, from the token's claims (never the token)."""
+    code, message, status = _client_error_parts(error)
+    cloud = _CLOUD_NAMES.get(source_cloud, source_cloud)
+    issuer = str(claims.get("iss", "<issuer>"))
+    subject = str(claims.get("sub", "<subject>"))
+    audience = _first_audience(claims)
+    account = account_of(role_arn) or "<account>"
+    provider, prefix, command = federated_provider(claims, account)
+    seen = (
+        f"The AWS side (STS, account {account}) refused the {cloud} token of {principal}: "
+        f"iss={issuer}, sub={subject}, aud={audience}" + (f", azp={claims['azp']}" if "azp" in claims else "") + "."
+    )
+    statement = _dump(federated_trust_statement(claims, account))
+    if code in _THROTTLING or code == "IDPCommunicationError" or (status is not None and status >= 500) or not code:
+        return TransientError(
+            f"sts:AssumeRoleWithWebIdentity {role_arn} (hop {hop_index} of {hops}) at {endpoint}",
+            attempts,
+            f"{code or type(error).__name__}: {message or error}",
+        )
+    if code in ("ExpiredTokenException", "ExpiredToken"):
+        remediation = (
+            f"{seen} The {cloud} token had expired when STS checked it: check this host's clock (a new token "
+            "is fetched on the next attempt)."
+        )
+    elif code == "InvalidIdentityToken" and "audience" in message.lower():
+        remediation = (
+            f"{seen} The IAM OIDC provider {provider} does not list the token's audience {audience!r} as a client "
+            f"id. Either add it on the AWS side:\n  aws iam add-client-id-to-open-id-connect-provider "
+            f"--open-id-connect-provider-arn {provider} --client-id {audience}\nor set the connection's "
+            f"{audience_field} to a client id the provider lists."
+        )
+    elif code == "InvalidIdentityToken":
+        trust = (
+            f"Create it on the AWS side:\n  {command}\nthen add this statement to the trust policy of {role_arn}:\n"
+            if command
+            else f"Add this statement to the trust policy of {role_arn}:\n"
+        )
+        remediation = (
+            f"{seen} STS does not trust the issuer {issuer} in account {account} (no IAM OIDC provider, or its "
+            f"keys could not be fetched or do not match the token's signature). {trust}{statement}"
+        )
+    elif code in ("AccessDenied", "IDPRejectedClaim"):
+        remediation = (
+            f"{seen} The trust policy of {role_arn} does not allow this token's subject and audience "
+            f"(Federated {provider}). Add this statement to it (conditions read from the live token):\n{statement}"
+            + (
+                f"\nIf the audience is not the one intended, set the connection's {audience_field} to the "
+                f"{prefix}:{'oaud' if prefix == GOOGLE_PROVIDER else 'aud'} value the trust policy expects."
+            )
+        )
+    else:
+        remediation = seen
+    return AccessDenied(
+        hop=hop_index,
+        hops=hops,
+        caller=f"{cloud} {principal} (iss {issuer}, sub {subject})",
+        target=role_arn,
+        permission="sts:AssumeRoleWithWebIdentity",
+        remediation=remediation,
+        cloud_code=code,
+        cloud_message=message,
+        endpoint=endpoint,
+    )

@@ -20,8 +20,16 @@ from airflow_workload_identity.fields import CREDENTIAL_CACHE, END, ConnectionFo
 __all__ = ["FORM", "SOURCES", "AssumeRoleHop", "AwsIdentitySpec"]
 
 CONN_TYPE = "aws_workload_identity"
-SOURCES = ("auto", "web_identity", "pod_identity", "default_chain")
-Source = Literal["auto", "web_identity", "pod_identity", "default_chain"]
+SOURCES = ("auto", "web_identity", "pod_identity", "default_chain", "gcp", "azure")
+Source = Literal["auto", "web_identity", "pod_identity", "default_chain", "gcp", "azure"]
+#: Sources on another cloud: its token is the web identity of the first role (``AssumeRoleWithWebIdentity``).
+FEDERATED_SOURCES = ("gcp", "azure")
+#: The audience a Google ID token is minted for when the connection names none (AWS's documented default).
+GCP_DEFAULT_AUDIENCE = "sts.amazonaws.com"
+#: ``source_mode`` values per federated source.
+SOURCE_MODES = {"gcp": ("auto", "metadata", "adc"), "azure": ("auto", "workload_identity", "imds")}
+_FEDERATION_FIELDS = ("source_audience", "source_mode", "source_tenant_id", "source_client_id")
+_AZURE_ONLY = ("source_tenant_id", "source_client_id")
 
 _PARTITION = r"aws(?:-cn|-us-gov|-iso|-iso-[a-z]|-eusc)?"
 # ASCII classes only: Python's \w and \d also match Cyrillic letters and full-width digits, which IAM refuses.
@@ -58,6 +66,11 @@ def _explain_template(template: str) -> str | None:
         return f"uses unknown placeholder {shown} (placeholders allow no attribute or index access)"
     return None
 
+
+_GUID = r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}"
+SOURCE_AUDIENCE_PATTERN = rf"^[\x21-\x7e]{{1,512}}{END}"
+SOURCE_TENANT_PATTERN = rf"^(?:{_GUID}|[A-Za-z0-9](?:[A-Za-z0-9.-]*[A-Za-z0-9])?\.[A-Za-z]{{2,}}){END}"
+SOURCE_CLIENT_PATTERN = rf"^{_GUID}{END}"
 
 HOST = r"(?:[A-Za-z0-9](?:[A-Za-z0-9.-]*[A-Za-z0-9])?|\[[0-9A-Fa-f:.]+\])"
 URL_PATTERN = rf"^https?://{HOST}(?::[0-9]{{1,5}})?/?{END}"
@@ -261,8 +274,59 @@ FIELDS: tuple[Field, ...] = (
             "pod_identity or default_chain. A named source that is absent is an error, never a fallback."
         ),
         schema={"type": "string", "enum": list(SOURCES), "default": "auto"},
-        fix="use one of auto, web_identity, pod_identity, default_chain",
+        fix="use one of auto, web_identity, pod_identity, default_chain, gcp, azure",
         section="Ambient identity",
+    ),
+    Field(
+        name="source_audience",
+        label="Federated token audience",
+        description=(
+            "Source gcp or azure: the audience (aud) of the other cloud's token presented to "
+            "AssumeRoleWithWebIdentity. gcp: default sts.amazonaws.com (the trust policy's "
+            "accounts.google.com:oaud). azure: required, the app id URI of the Entra app registration the IAM "
+            "OIDC provider lists as a client id, e.g. api://airflow-aws."
+        ),
+        schema={"type": "string", "pattern": SOURCE_AUDIENCE_PATTERN, "examples": ["sts.amazonaws.com"]},
+        fix="use one word of printable ASCII, e.g. sts.amazonaws.com (gcp) or api://airflow-aws (azure)",
+        section="Cross-cloud source",
+    ),
+    Field(
+        name="source_mode",
+        label="Federated source mode",
+        description=(
+            "Source gcp: auto (default), metadata (the GKE metadata server) or adc (a key or impersonation file "
+            "in GOOGLE_APPLICATION_CREDENTIALS). Source azure: auto (default), workload_identity (AKS) or imds "
+            "(the node's managed identity)."
+        ),
+        schema={
+            "type": "string",
+            "enum": sorted({mode for modes in SOURCE_MODES.values() for mode in modes}),
+            "default": "auto",
+        },
+        fix="use auto, metadata or adc for source gcp; auto, workload_identity or imds for source azure",
+        section="Cross-cloud source",
+    ),
+    Field(
+        name="source_tenant_id",
+        label="Source Entra tenant ID",
+        description=(
+            "Source azure: the pod's Entra tenant (GUID or domain); defaults to AZURE_TENANT_ID. With imds a GUID "
+            "pins the token's tid."
+        ),
+        schema={"type": "string", "pattern": SOURCE_TENANT_PATTERN},
+        fix="use a tenant GUID or a domain like contoso.onmicrosoft.com",
+        section="Cross-cloud source",
+    ),
+    Field(
+        name="source_client_id",
+        label="Source managed identity client ID",
+        description=(
+            "Source azure: the managed identity's (or app's) client id, a GUID; defaults to AZURE_CLIENT_ID "
+            "(workload identity). With imds it picks one of several identities attached to the node."
+        ),
+        schema={"type": "string", "pattern": SOURCE_CLIENT_PATTERN},
+        fix="paste a GUID like 00000000-0000-0000-0000-000000000000",
+        section="Cross-cloud source",
     ),
     CREDENTIAL_CACHE,
 )
@@ -335,6 +399,10 @@ class AwsIdentitySpec:
     source: Source = "auto"
     expected_account_ids: tuple[str, ...] = ()
     credential_cache: str | None = None
+    source_audience: str | None = None
+    source_mode: str | None = None
+    source_tenant_id: str | None = None
+    source_client_id: str | None = None
 
     @classmethod
     def from_connection(cls, conn: Any) -> AwsIdentitySpec:
@@ -365,6 +433,10 @@ class AwsIdentitySpec:
             source=v["source"] or "auto",
             expected_account_ids=v["expected_account_ids"] or (),
             credential_cache=v["credential_cache"],
+            source_audience=v["source_audience"],
+            source_mode=v["source_mode"],
+            source_tenant_id=v["source_tenant_id"],
+            source_client_id=v["source_client_id"].lower() if v["source_client_id"] else None,
         )
         spec.validate()
         return spec
@@ -384,6 +456,7 @@ class AwsIdentitySpec:
             raise self._error("source_identity", "starts with 'aws:', which STS reserves")
         if self.sts_endpoint_url is not None:
             self._check_endpoint(self.sts_endpoint_url)
+        self._check_federation()
         if self.role_arn is None:
             for name in (
                 "role_chain",
@@ -446,6 +519,76 @@ class AwsIdentitySpec:
                 "expected_account_ids",
                 f"the role ARN's account {account_of(self.role_arn)} is not listed",
                 "add the role's account id, or fix the role ARN",
+            )
+
+    @property
+    def is_federated(self) -> bool:
+        """The source is another cloud's identity (its token is the first role's web identity)."""
+        return self.source in FEDERATED_SOURCES
+
+    @property
+    def federated_audience(self) -> str | None:
+        """The audience of the other cloud's token (gcp: ``sts.amazonaws.com`` unless set)."""
+        if self.source == "gcp":
+            return self.source_audience or GCP_DEFAULT_AUDIENCE
+        return self.source_audience if self.source == "azure" else None
+
+    def _check_federation(self) -> None:
+        if not self.is_federated:
+            for name in _FEDERATION_FIELDS:
+                if getattr(self, name):
+                    raise self._error(
+                        name,
+                        f"applies to a cross-cloud source, and source is {self.source!r}",
+                        f"set source to gcp or azure, or remove {name}",
+                    )
+            return
+        if self.source == "gcp":
+            for name in _AZURE_ONLY:
+                if getattr(self, name):
+                    raise self._error(name, "applies to source azure, and source is 'gcp'", f"remove {name}")
+        if self.source == "azure" and not self.source_audience:
+            raise self._error(
+                "source_audience",
+                "is empty, and source azure needs the app id URI the Entra token is issued for",
+                "set source_audience to the app id URI of the Entra app registration (e.g. api://airflow-aws), the "
+                "client id the account's IAM OIDC provider for https://sts.windows.net/<tenant>/ lists",
+            )
+        if self.source == "azure" and self.source_audience and self.source_audience.rstrip("/").endswith("/.default"):
+            raise self._error(
+                "source_audience", "ends with /.default (that is the scope, not the audience)", "remove /.default"
+            )
+        modes = SOURCE_MODES[self.source]
+        if self.source_mode and self.source_mode not in modes:
+            raise self._error(
+                "source_mode",
+                f"{self.source_mode!r} is not a mode of source {self.source!r}",
+                f"use one of {', '.join(modes)}",
+            )
+        if self.role_arn is None:
+            raise self._error(
+                "role_arn",
+                f"is empty, and source {self.source!r} needs a role to assume with the {self.source} token "
+                "(AssumeRoleWithWebIdentity); there is no AWS identity to act as without one",
+                "set role_arn to the role whose trust policy allows the federated identity "
+                "(run 'airflow-workload-identity policy' to print the statement)",
+            )
+        first = "the first role" if self.role_chain else "the role"
+        for name in ("source_identity", "session_tags", "transitive_tag_keys"):
+            if getattr(self, name):
+                raise self._error(
+                    name,
+                    f"cannot be sent: {first} is assumed with AssumeRoleWithWebIdentity, which takes no source "
+                    "identity or session tags (STS reads them from the token's claims)",
+                    f"remove {name}",
+                )
+        if self.external_id and not self.role_chain:
+            raise self._error(
+                "external_id",
+                "cannot be sent: the role is assumed with AssumeRoleWithWebIdentity, which takes no external id "
+                "(the trust policy's conditions on the token's claims play its part)",
+                "remove external_id, or assume the customer's role through role_chain (the external id goes on "
+                "the last AssumeRole)",
             )
 
     def _chained_reason(self) -> str:

@@ -35,7 +35,7 @@ from xml.sax.saxutils import escape
 import jwt
 from werkzeug.exceptions import HTTPException
 
-from . import _policy
+from . import _fed_aws_trust, _policy
 
 _STS_XMLNS = "https://sts.amazonaws.com/doc/2011-06-15/"
 _ROLE_ARN = re.compile(r"^arn:(?P<partition>aws[\w-]*):iam::(?P<account>\d{12}):role/(?P<path_name>.+)$")
@@ -340,12 +340,18 @@ def _verify_web_identity(resp: Any, state: ServerState) -> dict[str, Any]:
     except jwt.PyJWTError as exc:
         raise invalid_identity_token(MSG_TOKEN_NOT_VALIDATED) from exc
     issuer = str(unverified.get("iss", ""))
-    provider_id = issuer.removeprefix("https://").rstrip("/")
-    provider_arn = f"arn:{partition}:iam::{account}:oidc-provider/{provider_id}"
-    provider = _iam_backend(account, partition).open_id_providers.get(provider_arn)
-    if provider is None or not issuer.startswith("https://"):
+    # Google is built in (Federated "accounts.google.com"); other issuers need an IAM OIDC provider, whose URL
+    # (the issuer without https://, Entra's v1 trailing slash kept) prefixes the condition keys (_fed_aws_trust.py)
+    builtin = _fed_aws_trust.builtin_provider(issuer)
+    provider = (
+        None if builtin else _fed_aws_trust.find_provider(_iam_backend(account, partition), partition, account, issuer)
+    )
+    if (provider is None and builtin is None) or not issuer.startswith("https://"):
         raise invalid_identity_token(f"No OpenIDConnect provider found in your account for {issuer}")
-    key = state.issuer_keys.get(issuer.rstrip("/"), {}).get(str(header.get("kid")))
+    provider_id = builtin or str(provider.url)
+    provider_arn = builtin or str(provider.arn)
+    kid = str(header.get("kid"))
+    key = state.issuer_keys.get(issuer.rstrip("/"), {}).get(kid) or _fed_aws_trust.jwks_key(state, issuer, kid)
     if key is None or header.get("alg") != "RS256":
         raise invalid_identity_token(MSG_NO_VERIFICATION_KEY)
     try:
@@ -363,7 +369,7 @@ def _verify_web_identity(resp: Any, state: ServerState) -> dict[str, Any]:
     if "nbf" in claims and float(claims["nbf"]) > now + 300:
         raise invalid_identity_token(MSG_TOKEN_NOT_VALIDATED)
     audiences = [str(a) for a in _policy._as_list(claims.get("aud"))]
-    if not set(audiences) & set(provider.client_id_list or []):
+    if provider is not None and not set(audiences) & set(provider.client_id_list or []):
         raise invalid_identity_token("Incorrect token audience")
     role = _find_role(role_arn)
     if role is None:
@@ -373,6 +379,7 @@ def _verify_web_identity(resp: Any, state: ServerState) -> dict[str, Any]:
     context = {
         f"{provider_id}:sub": [subject],
         f"{provider_id}:aud": [audience_key] if audience_key else audiences,
+        f"{provider_id}:oaud": audiences,
         "sts:RoleSessionName": [p["RoleSessionName"]],
     }
     who = _policy.Principal(federated=provider_arn)

@@ -786,6 +786,13 @@ class AwsSandbox:
         _write_atomic(target, self.issuer.mint(**mint_kwargs))
         return target
 
+    def trust_issuer(self, issuer_url: str, jwks_url: str, *, ca_file: str | os.PathLike[str] | None = None) -> None:
+        """Let STS verify web identity tokens of another issuer (the Google or Entra sandbox) with the JWKS it
+        serves at ``jwks_url`` on loopback (fetched on first use, cached): ``_fed_aws_trust.py``."""
+        from . import _fed_aws_trust
+
+        _fed_aws_trust.trust_issuer(self._state, issuer_url, jwks_url, ca_file=str(ca_file) if ca_file else None)
+
     def rotate_pod_identity_token(self) -> str:
         """Write a new Pod Identity token; from now on only it is accepted by the agent."""
         token = self.issuer.mint(
