@@ -219,8 +219,9 @@ def _sandbox_authenticate(resp: Any, state: ServerState, iam_request_cls: type, 
             method=resp.method,
             path=path,
             # a signed POST whose parameters are all in the query (Google's replay of GetCallerIdentity) signs an
-            # empty payload: moto would sign its parsed query string as the body instead (_fed_gcp.py)
-            data=resp.data if resp.raw_body or resp.method != "POST" else b"",
+            # empty payload: moto would sign its parsed query string as the body instead (_fed_gcp.py); a
+            # form-encoded POST (every SDK call) has its parameters in form_data and an empty raw_body
+            data=resp.data if resp.raw_body or resp.form_data or resp.method != "POST" else b"",
             body=resp.raw_body,
             headers=resp.headers,
             action=action,
