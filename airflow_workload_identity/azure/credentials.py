@@ -552,34 +552,38 @@ def report(
 
 
 def federation_source(spec: AzureIdentitySpec, environ: Mapping[str, str], registry: Registry) -> SubjectTokenSource:
-    """The source cloud's token for a ``gcp`` / ``aws`` source (shared per key; no network call here)."""
-    names = {"audience": "assertion_audience", "source": "source", "region": "aws_region"}
+    """The source cloud's token for a ``gcp`` / ``aws`` source (shared per key; no network call here).
+
+    The source's own errors name this connection's fields (``assertion_audience``, ``aws_region``, ...)."""
     try:
         if spec.source == "gcp":
             from airflow_workload_identity.federation.gcp import google_id_token_source
 
             return google_id_token_source(
-                spec.audience, cache=spec.credential_cache, env=environ, registry=registry, field_names=names
+                spec.audience,
+                cache=spec.credential_cache,
+                env=environ,
+                registry=registry,
+                field_names={"audience": "assertion_audience"},
             )
         from airflow_workload_identity.federation.aws import aws_web_identity_token_source
 
-        region = spec.aws_region or environ.get("AWS_REGION") or environ.get("AWS_DEFAULT_REGION")
-        if not region:
-            raise ConfigError(
-                "aws_region",
-                "is not set and neither is AWS_REGION (GetWebIdentityToken has regional endpoints only)",
-                "set aws_region to the region of the pod's STS endpoint, e.g. us-east-1",
-                conn_type="azure_workload_identity",
-            )
         return aws_web_identity_token_source(
             spec.audience,
-            region=region,
+            region=spec.aws_region,
             duration_seconds=spec.aws_token_duration_seconds or AWS_DEFAULT_DURATION,
             signing_algorithm=spec.aws_signing_algorithm or "RS256",
             source=spec.aws_source or "auto",
             cache=spec.credential_cache,
             env=environ,
             registry=registry,
+            field_names={
+                "audience": "assertion_audience",
+                "region": "aws_region",
+                "duration_seconds": "aws_token_duration_seconds",
+                "signing_algorithm": "aws_signing_algorithm",
+                "source": "aws_source",
+            },
         )
     except ImportError as exc:
         extra = "gcp" if spec.source == "gcp" else "aws"

@@ -29,7 +29,6 @@ from airflow_workload_identity.tokens import unverified_claims
 __all__ = [
     "app_federated_credential_command",
     "assertion_claims",
-    "aws_web_identity_token_statement",
     "check_as",
     "explain_identity_error",
     "explain_storage_denied",
@@ -67,20 +66,6 @@ def app_federated_credential_command(*, client_id: str, issuer: str, subject: st
     name = re.sub(r"[^A-Za-z0-9-]", "-", subject)[-120:].strip("-") or "airflow"
     parameters = json.dumps({"name": name, "issuer": issuer, "subject": subject, "audiences": [audience]})
     return f"az ad app federated-credential create --id {client_id} --parameters '{parameters}'"
-
-
-def aws_web_identity_token_statement(*, audience: str, duration_seconds: int) -> dict[str, Any]:
-    """The IAM identity-policy statement letting the pod's role call ``sts:GetWebIdentityToken`` for
-    ``audience`` with tokens living at most ``duration_seconds``."""
-    return {
-        "Effect": "Allow",
-        "Action": "sts:GetWebIdentityToken",
-        "Resource": "*",
-        "Condition": {
-            "ForAllValues:StringEquals": {"sts:IdentityTokenAudience": [audience]},
-            "NumericLessThanEquals": {"sts:DurationSeconds": str(duration_seconds)},
-        },
-    }
 
 
 #: Entra's "no federated credential matches" codes: the assertion's issuer, audience, subject, or all three.
@@ -360,10 +345,11 @@ def _federated_setup(identity: Any) -> Plan:
             ),
             Step(
                 hop=0,
-                title=f"AWS side: the pod's role {role} may get tokens for {audience} living at most {duration} s",
+                title=f"AWS side: the pod's role {role} may get tokens for {audience} living at most {duration} s "
+                "(sts:GetWebIdentityToken with sts:IdentityTokenAudience and sts:DurationSeconds conditions)",
                 kind="identity_statement",
                 target=role,
-                content=aws_web_identity_token_statement(audience=audience, duration_seconds=duration),
+                content=identity.source.statement(),  # federation/aws.py: audience, lifetime, algorithm pinned
             ),
         ]
     steps += [

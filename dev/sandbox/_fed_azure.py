@@ -38,7 +38,7 @@ class RemoteIssuers:
         self._jwks_urls: dict[str, str] = {}
         self._keys: dict[str, list[tuple[str, Any]]] = {}
         self._fetched_at: dict[str, float] = {}
-        #: JWKS fetches made, per issuer (tests and benchmarks count them).
+        #: JWKS fetches made per trusted issuer since it was trusted (tests and benchmarks count them).
         self.fetches: dict[str, int] = {}
 
     def trust(self, issuer_url: str, jwks_url: str) -> None:
@@ -50,12 +50,14 @@ class RemoteIssuers:
             self._jwks_urls[issuer_url] = jwks_url
             self._keys.pop(issuer_url, None)
             self._fetched_at.pop(issuer_url, None)
+            self.fetches[issuer_url] = 0
 
     def distrust(self, issuer_url: str) -> None:
         with self._lock:
             self._jwks_urls.pop(issuer_url, None)
             self._keys.pop(issuer_url, None)
             self._fetched_at.pop(issuer_url, None)
+            self.fetches.pop(issuer_url, None)
 
     def trusted(self, issuer_url: str) -> bool:
         with self._lock:

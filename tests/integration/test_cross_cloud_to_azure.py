@@ -20,10 +20,12 @@ from azure.storage.blob import BlobServiceClient
 from airflow_workload_identity.azure import AzureWorkloadIdentityHook
 from airflow_workload_identity.errors import AccessDenied, ConfigError, IdentityUnavailable
 from airflow_workload_identity.federation.gcp import GOOGLE_ISSUER
+from dev.sandbox import _fed_aws_outbound as outbound
+from tests.fixtures_aws import Pod
 from tests.fixtures_azure import Aks
 
 if TYPE_CHECKING:
-    from dev.sandbox import AzureSandbox, GcpSandbox
+    from dev.sandbox import AwsSandbox, AzureSandbox, GcpSandbox
 
 AUDIENCE = "api://AzureADTokenExchange"
 STORAGE = "https://storage.azure.com/.default"
@@ -102,7 +104,7 @@ def test_gcp_to_azure_reads_blob_with_one_token_request_per_side(gke_to_azure: G
         assert read_a(AzureWorkloadIdentityHook(azure_conn_id=conn), sb) == sb.scenario.blob_a_body
     assert sb.calls("entra") == 1
     assert setup.gke.calls("metadata_identity") == 1
-    assert sb.remote_issuers.fetches == {GOOGLE_ISSUER: 1}  # Entra fetched Google's keys once
+    assert sb.remote_issuers.fetches[GOOGLE_ISSUER] == 1  # Entra fetched Google's keys once
     entra = sb.call_log("entra")[-1]
     assert entra["client_id"] == setup.client_id and entra["status"] == 200
     # the identity's RBAC still applies: container B is not granted
@@ -241,3 +243,169 @@ def test_cross_cloud_spec_errors_come_before_any_request(
             AzureWorkloadIdentityHook(azure_conn_id=conn).get_token(STORAGE)
         assert error.value.field == field
     assert setup.azure.calls("entra") == 0 and setup.gke.calls() == 0
+
+
+# -- AWS -> Azure ----------------------------------------------------------------------------------------------
+
+
+class EksToAzure:
+    """An EKS pod (IRSA in the AWS sandbox) whose role's outbound web identity tokens Entra trusts."""
+
+    def __init__(self, aws: AwsSandbox, azure: AzureSandbox, define: Callable[..., str]) -> None:
+        self.aws = aws
+        self.azure = azure
+        self._define = define
+        self.issuer = outbound.issuer_url(aws)
+        self.role_arn = aws.scenario.pod_base_role_arn
+        self.client_id = azure.scenario.workload_client_id
+        self.fics: list[str] = []
+
+    def trust(self, *, subject: str | None = None, audience: str = AUDIENCE) -> None:
+        name = f"eks-{len(self.fics)}"
+        self.azure.add_federated_credential(
+            self.client_id, subject or self.role_arn, issuer=self.issuer, audience=audience, name=name
+        )
+        self.fics.append(name)
+
+    def connection(self, conn_id: str = "aws_to_azure", **extra: Any) -> str:
+        extra = {
+            "source": "aws",
+            "client_id": self.client_id,
+            "tenant_id": self.azure.scenario.tenant_id,
+            "authority_host": self.azure.authority_host,
+            "scopes": [STORAGE],
+            "identity_name": self.azure.scenario.workload_identity_name,
+            "resource_group": self.azure.scenario.resource_group,
+            **extra,
+        }
+        return self._define(conn_id, **extra)
+
+    def cleanup(self) -> None:
+        for name in self.fics:
+            self.azure.remove_federated_credential(self.client_id, name)
+        self.azure.remote_issuers.distrust(self.issuer)
+        outbound.allow_web_identity_token(self.aws, audiences=[])
+
+
+@pytest.fixture
+def eks_to_azure(
+    pod: Pod, aws_sandbox: AwsSandbox, aks: Aks, azure_sandbox: AzureSandbox, azure_connection: Callable[..., str]
+) -> Iterator[EksToAzure]:
+    # the AWS side: pod-base may mint tokens for Entra's audience, living at most 900 s
+    outbound.allow_web_identity_token(aws_sandbox, audiences=[AUDIENCE, "api://airflow-eks"], max_duration=900)
+    # the Azure side: Entra trusts the account's outbound issuer, keys from its JWKS over loopback
+    setup = EksToAzure(aws_sandbox, azure_sandbox, azure_connection)
+    azure_sandbox.trust_issuer(setup.issuer, outbound.jwks_url(aws_sandbox))
+    pod.irsa()
+    try:
+        yield setup
+    finally:
+        setup.cleanup()
+
+
+def aws_calls(sandbox: AwsSandbox) -> dict[str, int]:
+    return {k: v for k, v in sandbox.calls_by_action().items() if v}
+
+
+@pytest.mark.smoke
+def test_aws_to_azure_reads_blob_with_one_token_request_per_side(eks_to_azure: EksToAzure) -> None:
+    setup, sb = eks_to_azure, eks_to_azure.azure
+    setup.trust()
+    conn = setup.connection()
+    for _ in range(3):
+        assert read_a(AzureWorkloadIdentityHook(azure_conn_id=conn), sb) == sb.scenario.blob_a_body
+    assert sb.calls("entra") == 1
+    assert aws_calls(setup.aws) == {"AssumeRoleWithWebIdentity": 1, "GetWebIdentityToken": 1}
+    assert sb.remote_issuers.fetches[setup.issuer] == 1  # Entra fetched the AWS issuer's keys once
+    hook = AzureWorkloadIdentityHook(azure_conn_id=conn)
+    with pytest.raises(HttpResponseError) as denied:
+        blobs(hook, sb).get_blob_client(sb.scenario.container_b, sb.scenario.blob_b_name).download_blob()
+    assert denied.value.status_code == 403
+
+
+def test_aws_to_azure_es384_through_the_official_wasbhook(eks_to_azure: EksToAzure) -> None:
+    pytest.importorskip("airflow.providers.microsoft.azure", reason="the official Azure provider is not installed")
+    from airflow.providers.microsoft.azure.hooks.wasb import WasbHook
+
+    from airflow_workload_identity.azure.interop import install, uninstall
+
+    setup, sc = eks_to_azure, eks_to_azure.azure.scenario
+    setup.trust()
+    conn = setup.connection(aws_signing_algorithm="ES384", aws_token_duration_seconds=900)
+    install()
+    try:
+        assert WasbHook(wasb_conn_id=conn).read_file(sc.container_a, sc.blob_a_name) == sc.blob_a_body.decode()
+    finally:
+        uninstall()
+    assert aws_calls(setup.aws)["GetWebIdentityToken"] == 1 and setup.azure.calls("entra") == 1
+
+
+def test_aws_to_azure_whoami_and_policy_show_both_sides(eks_to_azure: EksToAzure) -> None:
+    setup, sc = eks_to_azure, eks_to_azure.azure.scenario
+    setup.trust()
+    hook = AzureWorkloadIdentityHook(azure_conn_id=setup.connection())
+    source, target = hook.whoami().hops
+    details = dict(source.details)
+    assert source.principal == setup.role_arn
+    assert (details["token iss"], details["token sub"], details["token aud"]) == (
+        setup.issuer,
+        setup.role_arn,
+        AUDIENCE,
+    )
+    assert target.principal == f"object {sc.workload_object_id} in tenant {sc.tenant_id}"
+    text = hook.policy()
+    assert "aws iam enable-outbound-web-identity-federation" in text
+    assert '"sts:IdentityTokenAudience": [\n        "api://AzureADTokenExchange"' in text
+    assert '"sts:DurationSeconds": "300"' in text
+    assert f"--issuer {setup.issuer} --subject {setup.role_arn} --audience {AUDIENCE}" in text
+    assert f"Add to the identity policy of {setup.role_arn}:" in text
+
+
+def test_aws_to_azure_wrong_audience_refused_by_either_side(eks_to_azure: EksToAzure) -> None:
+    setup = eks_to_azure
+    setup.trust()
+    # AWS allows api://airflow-eks, Entra's federated credential does not
+    error = _refused(AzureWorkloadIdentityHook(azure_conn_id=setup.connection(assertion_audience="api://airflow-eks")))
+    assert error.cloud_code == "AADSTS70021" and "the Azure side" in str(error)
+    assert f"--subject {setup.role_arn} --audience api://airflow-eks" in error.remediation
+    # AWS does not allow api://someone-else: refused before Entra is asked, naming the AWS side
+    entra_before = setup.azure.calls("entra")
+    error = _refused(
+        AzureWorkloadIdentityHook(
+            azure_conn_id=setup.connection("aws_to_other", assertion_audience="api://someone-else")
+        )
+    )
+    assert error.cloud_code == "AccessDenied" and "The AWS side refused" in str(error)
+    assert '"sts:IdentityTokenAudience":["api://someone-else"]' in error.remediation
+    assert setup.azure.calls("entra") == entra_before
+
+
+def test_aws_to_azure_wrong_subject(eks_to_azure: EksToAzure) -> None:
+    setup = eks_to_azure
+    setup.trust(subject=f"arn:aws:iam::{setup.aws.scenario.platform_account}:role/someone-else")
+    error = _refused(AzureWorkloadIdentityHook(azure_conn_id=setup.connection()))
+    assert error.cloud_code == "AADSTS70021"
+    assert f"Assertion Subject: '{setup.role_arn}'" in error.cloud_message
+    assert f"--issuer {setup.issuer} --subject {setup.role_arn} --audience {AUDIENCE}" in error.remediation
+
+
+def test_aws_to_azure_untrusted_issuer(eks_to_azure: EksToAzure) -> None:
+    setup = eks_to_azure
+    error = _refused(AzureWorkloadIdentityHook(azure_conn_id=setup.connection()))
+    assert error.cloud_code == "AADSTS70021" and f"Assertion Issuer: '{setup.issuer}'" in error.cloud_message
+    setup.trust()
+    setup.azure.remote_issuers.distrust(setup.issuer)
+    error = _refused(AzureWorkloadIdentityHook(azure_conn_id=setup.connection("aws_to_azure_2")))
+    assert error.cloud_code == "AADSTS700027" and setup.issuer in error.remediation
+
+
+def test_aws_to_azure_needs_a_region_before_any_request(
+    eks_to_azure: EksToAzure, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    setup = eks_to_azure
+    monkeypatch.delenv("AWS_REGION", raising=False)
+    monkeypatch.delenv("AWS_DEFAULT_REGION", raising=False)
+    with pytest.raises(ConfigError) as error:
+        AzureWorkloadIdentityHook(azure_conn_id=setup.connection()).get_token(STORAGE)
+    assert error.value.field == "aws_region"
+    assert aws_calls(setup.aws) == {} and setup.azure.calls("entra") == 0

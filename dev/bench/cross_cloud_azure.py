@@ -1,0 +1,218 @@
+"""Benchmark: token requests per task for GCP -> Azure and AWS -> Azure, N task processes on one host.
+
+Each task is a separate Python interpreter (as Airflow 3 runs tasks), configured only through its environment
+(the pod's identity on the source cloud, an ``AIRFLOW_CONN_*`` connection), released at the same moment, reading
+one blob container's properties from the Azure sandbox. The sandboxes count the requests server side:
+
+* GCP -> Azure: GKE metadata ``identity`` requests (the Google ID token) and Entra token requests;
+* AWS -> Azure: STS ``AssumeRoleWithWebIdentity`` (the pod's IRSA role), ``GetWebIdentityToken`` (the JWT) and
+  Entra token requests.
+
+Compared, per direction:
+
+* ``ours, host cache``: an ``azure_workload_identity`` connection with ``source`` gcp / aws and the host
+  credential cache (``[workload_identity] credential_cache = host``, the default);
+* ``ours, process only``: the same connection with ``credential_cache: process``;
+* ``hand-written``: the fastest alternative without this package: azure-identity's ``ClientAssertionCredential``
+  whose callback is google-auth's ``id_token.fetch_id_token`` (GCP) or boto3's ``sts.get_web_identity_token``
+  on the IRSA credentials (AWS), one credential per task process (nothing to share it across processes).
+
+    uv run python dev/bench/cross_cloud_azure.py [--tasks 20]
+
+A measurement, not a test: nothing here asserts a number.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT))
+
+from dev.bench._setup import isolate_airflow  # noqa: E402
+
+_home = isolate_airflow()
+
+from dev.sandbox import AwsSandbox, AzureSandbox, GcpSandbox  # noqa: E402
+from dev.sandbox import _fed_aws_outbound as outbound  # noqa: E402
+
+AUDIENCE = "api://AzureADTokenExchange"
+GOOGLE_ISSUER = "https://accounts.google.com"
+STORAGE = "https://storage.azure.com/.default"
+
+WORKER = """
+import os, sys, time
+from pathlib import Path
+
+variant, go, out = sys.argv[1:4]
+while not Path(go).exists():
+    time.sleep(0.005)
+from azure.storage.blob import BlobServiceClient
+
+if variant == "ours":
+    from airflow_workload_identity.azure import AzureWorkloadIdentityHook
+
+    credential = AzureWorkloadIdentityHook(azure_conn_id="shared").get_credential()
+else:
+    from azure.identity import ClientAssertionCredential
+
+    if variant == "gcp-hand":
+        from google.auth.transport.requests import Request
+        from google.oauth2 import id_token
+
+        request = Request()
+
+        def assertion():
+            return id_token.fetch_id_token(request, os.environ["AWI_AUDIENCE"])
+    else:
+        import boto3
+
+        sts = boto3.client("sts")
+
+        def assertion():
+            answer = sts.get_web_identity_token(
+                Audience=[os.environ["AWI_AUDIENCE"]], DurationSeconds=300, SigningAlgorithm="RS256"
+            )
+            return answer["WebIdentityToken"]
+
+    credential = ClientAssertionCredential(
+        os.environ["AWI_TENANT"], os.environ["AWI_CLIENT"], assertion, authority=os.environ["AWI_AUTHORITY"]
+    )
+service = BlobServiceClient(os.environ["AWI_ACCOUNT_URL"], credential=credential)
+service.get_container_client(os.environ["AWI_CONTAINER"]).get_container_properties()
+Path(out).write_text("ok")
+"""
+
+
+def run_tasks(workdir: Path, variant: str, env: dict[str, str], tasks: int, tag: str) -> float:
+    """Start ``tasks`` worker processes, release them together; seconds from release to the last one done."""
+    script = workdir / "worker.py"
+    script.write_text(WORKER)
+    go = workdir / f"go-{tag}"
+    base = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "AZURE_", "GCE_", "GOOGLE_"))}
+    full = {**base, **env, "PYTHONPATH": str(ROOT), "PYTHONWARNINGS": "ignore"}
+    procs = [
+        subprocess.Popen(
+            [sys.executable, str(script), variant, str(go), str(workdir / f"out-{tag}-{i}")],
+            env=full,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+        )
+        for i in range(tasks)
+    ]
+    time.sleep(4.0)  # every interpreter is waiting at the start line
+    started = time.monotonic()
+    go.touch()
+    for i, proc in enumerate(procs):
+        output, _ = proc.communicate(timeout=300)
+        if proc.returncode != 0 or not (workdir / f"out-{tag}-{i}").exists():
+            raise SystemExit(f"{variant} task {i} failed:\n{output.decode(errors='replace')[-3000:]}")
+    return time.monotonic() - started
+
+
+def azure_env(azure: AzureSandbox) -> dict[str, str]:
+    sc = azure.scenario
+    return {
+        **azure.env_tls(),
+        "AWI_ACCOUNT_URL": azure.blob_account_url,
+        "AWI_CONTAINER": sc.container_a,
+        "AWI_TENANT": sc.tenant_id,
+        "AWI_CLIENT": sc.workload_client_id,
+        "AWI_AUTHORITY": azure.authority_host,
+        "AWI_AUDIENCE": AUDIENCE,
+        "AIRFLOW__WORKLOAD_IDENTITY__ALLOWED_ENDPOINT_HOSTS": "127.0.0.1",
+    }
+
+
+def connection(azure: AzureSandbox, source: str, cache: str) -> dict[str, str]:
+    sc = azure.scenario
+    extra: dict[str, Any] = {
+        "source": source,
+        "client_id": sc.workload_client_id,
+        "tenant_id": sc.tenant_id,
+        "authority_host": azure.authority_host,
+        "scopes": [STORAGE],
+        "credential_cache": cache,
+    }
+    body = {"conn_type": "azure_workload_identity", "host": azure.blob_account_url, "extra": extra}
+    return {"AIRFLOW_CONN_SHARED": json.dumps(body)}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--tasks", type=int, default=20)
+    args = parser.parse_args()
+    workdir = Path(tempfile.mkdtemp(prefix="awi-xc-azure-"))
+    gcp, azure, aws = GcpSandbox.start(), AzureSandbox.start(), AwsSandbox.start()
+    rows: list[tuple[str, str, dict[str, int], float]] = []
+    try:
+        sc = azure.scenario
+        cache = {
+            "AIRFLOW__WORKLOAD_IDENTITY__CREDENTIAL_CACHE": "host",
+            "AIRFLOW__WORKLOAD_IDENTITY__CREDENTIAL_CACHE_DIR": str(workdir / "cache"),
+        }
+        # GCP -> Azure: Entra trusts Google's issuer (keys over loopback) for the pod's service account
+        azure.trust_issuer(GOOGLE_ISSUER, gcp.google_jwks_url)
+        azure.add_federated_credential(
+            sc.workload_client_id, gcp.unique_id(gcp.scenario.source_sa), issuer=GOOGLE_ISSUER, name="gke"
+        )
+        gke = {**gcp.env(storage=False), **azure_env(azure), **cache}
+        for label, variant, env in (
+            ("ours, host cache", "ours", {**gke, **connection(azure, "gcp", "host")}),
+            ("ours, process only", "ours", {**gke, **connection(azure, "gcp", "process")}),
+            ("hand-written ClientAssertionCredential + fetch_id_token", "gcp-hand", gke),
+        ):
+            gcp.reset_calls()
+            azure.reset_calls()
+            seconds = run_tasks(workdir, variant, env, args.tasks, f"gcp-{variant}-{len(rows)}")
+            counts = {"metadata identity": gcp.calls("metadata_identity"), "Entra": azure.calls("entra")}
+            rows.append(("GCP -> Azure", label, counts, seconds))
+
+        # AWS -> Azure: the pod's IRSA role may mint tokens for Entra; Entra trusts the account's outbound issuer
+        outbound.allow_web_identity_token(aws, audiences=[AUDIENCE], max_duration=3600)
+        issuer = outbound.issuer_url(aws)
+        azure.trust_issuer(issuer, outbound.jwks_url(aws))
+        azure.add_federated_credential(sc.workload_client_id, aws.scenario.pod_base_role_arn, issuer=issuer, name="eks")
+        token = aws.write_web_identity_token(workdir / "irsa-token")
+        eks = {**aws.env_isolation(), **aws.env_irsa(token), **azure_env(azure), **cache}
+        for label, variant, env in (
+            ("ours, host cache", "ours", {**eks, **connection(azure, "aws", "host")}),
+            ("ours, process only", "ours", {**eks, **connection(azure, "aws", "process")}),
+            ("hand-written ClientAssertionCredential + boto3 get_web_identity_token", "aws-hand", eks),
+        ):
+            aws.reset_calls()
+            azure.reset_calls()
+            seconds = run_tasks(workdir, variant, env, args.tasks, f"aws-{variant}-{len(rows)}")
+            calls = aws.calls_by_action()
+            counts = {
+                "AssumeRoleWithWebIdentity": calls.get("AssumeRoleWithWebIdentity", 0),
+                "GetWebIdentityToken": calls.get("GetWebIdentityToken", 0),
+                "Entra": azure.calls("entra"),
+            }
+            rows.append(("AWS -> Azure", label, counts, seconds))
+    finally:
+        for sandbox in (gcp, azure, aws):
+            sandbox.stop()
+
+    print(
+        f"\n{args.tasks} task processes on one host, each reading one blob container "
+        "(token requests counted by the sandboxes)\n"
+    )
+    print("| direction | variant | token requests (by endpoint) | total | per task | wall time |")
+    print("|---|---|---|---:|---:|---:|")
+    for direction, label, counts, seconds in rows:
+        total = sum(counts.values())
+        detail = ", ".join(f"{name} {n}" for name, n in counts.items())
+        print(f"| {direction} | {label} | {detail} | {total} | {total / args.tasks:.2f} | {seconds:.1f} s |")
+
+
+if __name__ == "__main__":
+    main()
