@@ -194,16 +194,16 @@ def check_connections(connections: Mapping[str, tuple[str, Any]]) -> list[dict[s
         "azure_workload_identity": AzureIdentitySpec.from_extra,
     }
     results = []
-    overrides = {  # the endpoint override each type's hook checks before any request (endpoints.py)
-        "aws_workload_identity": ("sts_endpoint_url", "aws"),
-        "gcp_workload_identity": ("iam_endpoint_url", "gcp"),
-        "azure_workload_identity": ("authority_host", "azure"),
+    overrides = {  # the endpoint overrides each type's hook checks before any request (endpoints.py)
+        "aws_workload_identity": (("sts_endpoint_url", "aws"),),
+        "gcp_workload_identity": (("iam_endpoint_url", "gcp"), ("sts_endpoint_url", "gcp_sts")),
+        "azure_workload_identity": (("authority_host", "azure"),),
     }
     for conn_id, (conn_type, extra) in sorted(connections.items()):
         try:
             spec = parsers[conn_type](extra)
-            field, cloud = overrides[conn_type]
-            check_override(getattr(spec, field), field=field, conn_type=conn_type, cloud=cloud)
+            for field, cloud in overrides[conn_type]:
+                check_override(getattr(spec, field), field=field, conn_type=conn_type, cloud=cloud)
             results.append({"conn_id": conn_id, "conn_type": conn_type, "valid": True, "error": None})
         except ConfigError as exc:
             results.append({"conn_id": conn_id, "conn_type": conn_type, "valid": False, "error": str(exc)})

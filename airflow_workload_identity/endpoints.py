@@ -5,7 +5,8 @@ control and collect the deployment's web identity token, source access token or 
 assertion. A suffix such as ``amazonaws.com`` or ``googleapis.com`` is not "the cloud": hosts under it
 belong to whoever runs them (EC2 instances, API Gateway, load balancers, S3 buckets and websites, Cloud
 Storage buckets). So an override set in a connection (``sts_endpoint_url``, ``iam_endpoint_url``,
-``authority_host``) is honoured only when it is
+``authority_host``; Google's STS ``sts_endpoint_url`` of ``gcp_workload_identity`` as cloud ``gcp_sts``) is
+honoured only when it is
 
 * exactly one of the cloud's token endpoints (:data:`ENDPOINT_FORMS`), over ``https`` on port 443, or
 * a host the deployment lists in its Airflow configuration (any port; ``http`` allowed)::
@@ -72,6 +73,15 @@ ENDPOINT_FORMS: Mapping[str, tuple[str, ...]] = {
         "restricted.googleapis.com",
         "iamcredentials-<endpoint>.p.googleapis.com",
     ),
+    # Google's Security Token Service (workload identity federation's token exchange): its own list, so that
+    # an IAM Credentials override cannot name it and the reverse.
+    "gcp_sts": (
+        "sts.googleapis.com",
+        "sts.mtls.googleapis.com",
+        "private.googleapis.com",
+        "restricted.googleapis.com",
+        "sts-<endpoint>.p.googleapis.com",
+    ),
     "azure": (
         "login.microsoftonline.com",
         "login.microsoftonline.us",
@@ -84,6 +94,8 @@ _GCP_HOSTS = frozenset(ENDPOINT_FORMS["gcp"][:4])
 #: Private Service Connect for Google APIs: ``SERVICE-ENDPOINT.p.googleapis.com``; the endpoint name is
 #: 1-20 lower-case letters and digits starting with a letter.
 _GCP_PSC = re.compile(r"iamcredentials-[a-z][a-z0-9]{0,19}\.p\.googleapis\.com", re.ASCII)
+_GCP_STS_HOSTS = frozenset(ENDPOINT_FORMS["gcp_sts"][:4])
+_GCP_STS_PSC = re.compile(r"sts-[a-z][a-z0-9]{0,19}\.p\.googleapis\.com", re.ASCII)
 _AZURE_HOSTS = frozenset(ENDPOINT_FORMS["azure"])
 
 #: A region label: ``us-east-1``, ``us-gov-west-1``, ``cn-northwest-1``, ``us-isob-east-1``,
@@ -161,6 +173,8 @@ def cloud_endpoint(host: str, cloud: str) -> bool:
         return _aws_endpoint(host)
     if cloud == "gcp":
         return host in _GCP_HOSTS or bool(_GCP_PSC.fullmatch(host))
+    if cloud == "gcp_sts":
+        return host in _GCP_STS_HOSTS or bool(_GCP_STS_PSC.fullmatch(host))
     if cloud == "azure":
         return host in _AZURE_HOSTS
     raise ValueError(f"unknown cloud {cloud!r}")

@@ -502,7 +502,7 @@ def get_provider_info() -> dict[str, object]:
                     },
                     "source": {
                         "label": "Ambient identity source",
-                        "description": "Where the pod's own credentials come from: auto (Application Default Credentials if GOOGLE_APPLICATION_CREDENTIALS is set, else the GKE metadata server), metadata, or adc. A named source that is absent is an error, never a fallback.",
+                        "description": "Where the pod's own credentials come from: auto (Application Default Credentials if GOOGLE_APPLICATION_CREDENTIALS is set, else the GKE metadata server), metadata, adc, or another cloud through Google's workload identity federation: aws (the pod's IRSA / EKS Pod Identity role) or azure (the pod's AKS workload identity or managed identity), which need workload_identity_provider. A named source that is absent is an error, never a fallback.",
                         "schema": {
                             "type": [
                                 "string",
@@ -512,9 +512,107 @@ def get_provider_info() -> dict[str, object]:
                                 "auto",
                                 "metadata",
                                 "adc",
+                                "aws",
+                                "azure",
                             ],
                             "default": "auto",
                             "section": "Ambient identity",
+                        },
+                    },
+                    "workload_identity_provider": {
+                        "label": "Workload identity pool provider",
+                        "description": "With source aws or azure: the provider that trusts the other cloud, projects/<project number>/locations/global/workloadIdentityPools/<pool>/providers/<provider>. Its federated token is used directly (grant roles to its principal://) or, with impersonation_chain, to impersonate (roles/iam.workloadIdentityUser on the first account).",
+                        "schema": {
+                            "type": [
+                                "string",
+                                "null",
+                            ],
+                            "pattern": "^projects/[0-9]{1,20}/locations/global/workloadIdentityPools/[a-z0-9-]{4,32}/providers/[a-z0-9-]{4,32}$(?!\\n)",
+                            "default": None,
+                            "section": "Cross-cloud source",
+                        },
+                    },
+                    "source_audience": {
+                        "label": "Audience of the other cloud's token",
+                        "description": "The aud of the token the other cloud issues, one of the provider's allowed audiences. Azure: required, the Application ID URI of the Entra app (e.g. api://<app id>); AWS with aws_subject_token web_identity_token: default https://iam.googleapis.com/<workload_identity_provider> (Google's default allowed audience). Not used for AWS signed requests.",
+                        "schema": {
+                            "type": [
+                                "string",
+                                "null",
+                            ],
+                            "pattern": "^[!-~]{1,1000}$(?!\\n)",
+                            "default": None,
+                            "section": "Cross-cloud source",
+                        },
+                    },
+                    "aws_subject_token": {
+                        "label": "AWS credential presented to Google",
+                        "description": "With source aws: signed_request (default; an AWS provider verifies a signed sts:GetCallerIdentity request) or web_identity_token (a JWT from sts:GetWebIdentityToken, AWS outbound identity federation, for an OIDC provider that trusts the account's issuer).",
+                        "schema": {
+                            "type": [
+                                "string",
+                                "null",
+                            ],
+                            "enum": [
+                                "signed_request",
+                                "web_identity_token",
+                            ],
+                            "default": "signed_request",
+                            "section": "Cross-cloud source",
+                        },
+                    },
+                    "aws_region": {
+                        "label": "AWS region",
+                        "description": "With source aws: the pod's AWS region (default AWS_REGION); STS is called regionally.",
+                        "schema": {
+                            "type": [
+                                "string",
+                                "null",
+                            ],
+                            "pattern": "^[a-z]{2,4}(?:-[a-z]{2,10}){1,3}-[0-9]{1,2}$(?!\\n)",
+                            "default": None,
+                            "section": "Cross-cloud source",
+                        },
+                    },
+                    "azure_tenant_id": {
+                        "label": "Azure tenant",
+                        "description": "With source azure: the Entra tenant of the pod's identity (default AZURE_TENANT_ID).",
+                        "schema": {
+                            "type": [
+                                "string",
+                                "null",
+                            ],
+                            "pattern": "^(?:[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}|[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?(?:\\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)+)$(?!\\n)",
+                            "default": None,
+                            "section": "Cross-cloud source",
+                        },
+                    },
+                    "azure_client_id": {
+                        "label": "Azure client id",
+                        "description": "With source azure: the client id of the managed identity or app (default AZURE_CLIENT_ID); workload identity when a federated token file is configured, else the node's managed identity.",
+                        "schema": {
+                            "type": [
+                                "string",
+                                "null",
+                            ],
+                            "pattern": "^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$(?!\\n)",
+                            "default": None,
+                            "section": "Cross-cloud source",
+                        },
+                    },
+                    "sts_endpoint_url": {
+                        "label": "Google STS endpoint override",
+                        "description": "Optional, with source aws or azure: base URL of Google's Security Token Service (a Private Service Connect endpoint), default https://sts.googleapis.com.",
+                        "schema": {
+                            "type": [
+                                "string",
+                                "null",
+                            ],
+                            "format": "url",
+                            "pattern": "^https?://(?:[A-Za-z0-9](?:[A-Za-z0-9.-]*[A-Za-z0-9])?|\\[[0-9A-Fa-f:.]+\\])(?::[0-9]{1,5})?/?$(?!\\n)",
+                            "maxLength": 2048,
+                            "default": None,
+                            "section": "Cross-cloud source",
                         },
                     },
                     "credential_cache": {

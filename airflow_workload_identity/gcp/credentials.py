@@ -414,6 +414,10 @@ def _probe_metadata(request: Any) -> None:
 def resolve_source(spec: GcpIdentitySpec, env: Mapping[str, str], registry: Registry) -> Source:
     """The ambient identity the connection's ``source`` asks for; never a silent fallback."""
     kind = spec.source
+    if spec.is_federated:  # another cloud, through Google's workload identity federation (federated.py)
+        from airflow_workload_identity.gcp.federated import federated_source
+
+        return federated_source(spec, env, registry)
     if kind == "auto":
         kind = "adc" if env.get("GOOGLE_APPLICATION_CREDENTIALS") else "metadata"
     if kind == "metadata":
@@ -571,7 +575,13 @@ class GcpChain:
         if reason == "IAM_PERMISSION_DENIED":
             # One hop: the answer is the source on the target. Several: find the hop by minting hop by hop.
             hop, caller, target = self.diagnose() if hops > 1 else (1, self.source.email(), self.spec.target)
-            return explain_iam_error(error, hop=hop, hops=hops, caller=caller, target=target, endpoint=self.endpoint)
+            explained = explain_iam_error(
+                error, hop=hop, hops=hops, caller=caller, target=target, endpoint=self.endpoint
+            )
+            federated = getattr(self.source, "impersonation_denied", None)  # the federated principal's first hop
+            if hop == 1 and federated is not None and isinstance(explained, AccessDenied):
+                return federated(explained, target, hops)  # type: ignore[no-any-return]
+            return explained
         return explain_iam_error(
             error,
             hop=hops,
@@ -653,6 +663,9 @@ class GcpChain:
     def verify(self) -> str:
         """One live call: an ID token through the chain (the metadata server's for a direct identity);
         returns the e-mail Google signed into it."""
+        if self.spec.is_federated and self.spec.is_direct:  # the exchange itself was the live call
+            self.access_token()
+            return f"Google STS issued a federated token for {self.spec.workload_identity_provider}"
         if self.spec.is_direct:
             token, _ = self.own_id_token("airflow-workload-identity")
             return str(unverified_claims(token).get("email", "")) or (self.source.email() or "")
@@ -677,15 +690,21 @@ class GcpChain:
         self.access_token()
         verified = self.verify() if verify else None
         source_expiry = self.source.token.expiry
-        hops = [
-            Hop(
-                index=0,
-                principal=self.source.email() or "(user credentials: no service-account e-mail)",
-                method=self.source.description,
-                expiry=source_expiry.replace(tzinfo=dt.UTC) if source_expiry else None,
-            )
-        ]
+        federated_hops = getattr(self.source, "report_hops", None)  # the other cloud's hop and the federated one
+        hops = (
+            federated_hops()
+            if federated_hops is not None
+            else [
+                Hop(
+                    index=0,
+                    principal=self.source.email() or "(user credentials: no service-account e-mail)",
+                    method=self.source.description,
+                    expiry=source_expiry.replace(tzinfo=dt.UTC) if source_expiry else None,
+                )
+            ]
+        )
         chain = self.spec.impersonation_chain
+        offset = len(hops) - 1  # hops before the chain's first: the source, and the federated principal if any
         for position, account in enumerate(chain, start=1):
             last = position == len(chain)
             details: list[tuple[str, str]] = []
@@ -698,7 +717,7 @@ class GcpChain:
             expiry = self.token.expiry.replace(tzinfo=dt.UTC) if last and self.token.expiry else None
             hops.append(
                 Hop(
-                    index=position,
+                    index=position + offset,
                     principal=account,
                     method="generateAccessToken target" if last else "delegate (Token Creator on the next)",
                     expiry=expiry,
@@ -707,11 +726,15 @@ class GcpChain:
                 )
             )
         notes = [f"project: {self.spec.resolved_project(os.environ) or '(none)'}"]
-        if self.spec.is_direct:
+        if self.spec.is_direct and self.spec.is_federated:
+            notes.append("no impersonation: the tasks act as the federated principal (hop 1), granted roles directly")
+        elif self.spec.is_direct:
             notes.append("no impersonation: the tasks act as the pod's own service account (hop 0)")
             if self.spec.expected_principal:
                 notes.append(f"pinned to {self.spec.expected_principal}")
-        if verified:
+        if verified and self.spec.is_federated and self.spec.is_direct:
+            notes.append(f"verified now: {verified}")
+        elif verified:
             notes.append(f"verified now: generateIdToken issued a token for {verified}")
         return IdentityReport(cloud="gcp", conn_id=conn_id, hops=tuple(hops), notes=tuple(notes))
 
@@ -734,7 +757,7 @@ def resolve(spec: GcpIdentitySpec, *, env: Mapping[str, str] | None = None, regi
     )
     # The impersonated token goes to the host cache when the source is the node's metadata server (the
     # pod's own identity, the same for every process of the pod); ADC may differ between processes.
-    cacheable = source.kind == "metadata" and not spec.is_direct
+    cacheable = (source.kind == "metadata" or bool(getattr(source, "host_cacheable", False))) and not spec.is_direct
     store, store_key = host_layer(identity, spec.credential_cache) if cacheable else (None, None)
     key = (*identity, store is not None)
     return registry.get_or_create(key, lambda: GcpChain(spec, source, endpoint, key, store=store, store_key=store_key))

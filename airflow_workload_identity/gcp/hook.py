@@ -54,6 +54,7 @@ class GcpWorkloadIdentityHook(BaseHook):
         conn = connection_of_type(self.gcp_conn_id, CONN_TYPE)
         spec = GcpIdentitySpec.from_connection(conn)
         check_override(spec.iam_endpoint_url, field="iam_endpoint_url", conn_type=CONN_TYPE, cloud="gcp")
+        check_override(spec.sts_endpoint_url, field="sts_endpoint_url", conn_type=CONN_TYPE, cloud="gcp_sts")
         return spec
 
     @property
@@ -98,6 +99,9 @@ class GcpWorkloadIdentityHook(BaseHook):
         from airflow_workload_identity.gcp.policy import required_bindings
 
         chain = self.chain
+        federated = getattr(chain.source, "plan", None)  # source aws / azure: both clouds' sides (federated.py)
+        if federated is not None:
+            return federated(self.spec.resolved_project(os.environ))  # type: ignore[no-any-return]
         with contextlib.suppress(WorkloadIdentityError):
             chain.source.token.ensure()
         return required_bindings(
@@ -117,7 +121,12 @@ class GcpWorkloadIdentityHook(BaseHook):
         from airflow_workload_identity.gcp.policy import explain_storage_denied
 
         where = resource or bucket or "<bucket>"
-        principal = (self.chain.source.email() or self.spec.target) if self.spec.is_direct else self.spec.target
+        source = self.chain.source
+        members = getattr(source, "members", None)  # a federated principal (principal:// / principalSet://)
+        if self.spec.is_direct and members is not None:
+            principal = members()[0]
+        else:
+            principal = (source.email() or self.spec.target) if self.spec.is_direct else self.spec.target
         return explain_storage_denied(error, principal=principal, bucket=where, role=role)
 
     def policy(self) -> str:

@@ -282,12 +282,13 @@ def explain_storage_denied(error: Exception, *, principal: str, bucket: str, rol
     text = str(getattr(error, "message", "") or error)
     parsed = parse_error_body(text)
     message = parsed["message"] if parsed else text.strip().splitlines()[0]
+    federated = principal.startswith(("principal://", "principalSet://"))  # workload identity federation
+    member = f'"{principal}"' if federated else f"serviceAccount:{principal}"
     return "\n".join(
         [
             f"{principal} was refused on gs://{bucket}: {message}",
             "If this access is intended, grant it on the bucket:",
-            f"  gcloud storage buckets add-iam-policy-binding gs://{bucket} "
-            f"--member=serviceAccount:{principal} --role={role}",
+            f"  gcloud storage buckets add-iam-policy-binding gs://{bucket} --member={member} --role={role}",
         ]
     )
 

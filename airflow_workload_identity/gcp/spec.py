@@ -19,8 +19,11 @@ from airflow_workload_identity.fields import CREDENTIAL_CACHE, END, ConnectionFo
 __all__ = ["CONN_TYPE", "FORM", "GcpIdentitySpec"]
 
 CONN_TYPE = "gcp_workload_identity"
-SOURCES = ("auto", "metadata", "adc")
-Source = Literal["auto", "metadata", "adc"]
+SOURCES = ("auto", "metadata", "adc", "aws", "azure")
+Source = Literal["auto", "metadata", "adc", "aws", "azure"]
+#: Sources on another cloud: Google's workload identity federation turns their identity into a federated token.
+FEDERATED_SOURCES = ("aws", "azure")
+AWS_SUBJECT_TOKENS = ("signed_request", "web_identity_token")
 CLOUD_PLATFORM = "https://www.googleapis.com/auth/cloud-platform"
 MAX_LIFETIME = 43200
 DEFAULT_LIFETIME = 3600
@@ -41,6 +44,16 @@ SCOPE_PATTERN = rf"^https://www\.googleapis\.com/auth/[a-z0-9._/-]+{END}"
 EMAIL_PATTERN = rf"^[A-Za-z0-9.!#$%&'*+/=?^_`{{|}}~-]+@[A-Za-z0-9](?:[A-Za-z0-9.-]*[A-Za-z0-9])?\.[A-Za-z]{{2,}}{END}"
 HOST = r"(?:[A-Za-z0-9](?:[A-Za-z0-9.-]*[A-Za-z0-9])?|\[[0-9A-Fa-f:.]+\])"
 URL_PATTERN = rf"^https?://{HOST}(?::[0-9]{{1,5}})?/?{END}"
+_POOL_PATH = r"locations/global/workloadIdentityPools/[a-z0-9-]{4,32}/providers/[a-z0-9-]{4,32}"
+WORKLOAD_IDENTITY_PROVIDER_PATTERN = rf"^projects/[0-9]{{1,20}}/{_POOL_PATH}{END}"
+_WIP = re.compile(WORKLOAD_IDENTITY_PROVIDER_PATTERN)
+_GUID = r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}"
+GUID_PATTERN = rf"^{_GUID}{END}"
+_LABEL = r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
+TENANT_PATTERN = rf"^(?:{_GUID}|{_LABEL}(?:\.{_LABEL})+){END}"
+AUDIENCE_PATTERN = rf"^[!-~]{{1,1000}}{END}"
+AWS_REGION_PATTERN = rf"^[a-z]{{2,4}}(?:-[a-z]{{2,10}}){{1,3}}-[0-9]{{1,2}}{END}"
+GOOGLE_STS = "https://sts.googleapis.com"
 
 FIELDS: tuple[Field, ...] = (
     Field(
@@ -154,12 +167,90 @@ FIELDS: tuple[Field, ...] = (
         label="Ambient identity source",
         description=(
             "Where the pod's own credentials come from: auto (Application Default Credentials if "
-            "GOOGLE_APPLICATION_CREDENTIALS is set, else the GKE metadata server), metadata, or adc. A "
-            "named source that is absent is an error, never a fallback."
+            "GOOGLE_APPLICATION_CREDENTIALS is set, else the GKE metadata server), metadata, adc, or another "
+            "cloud through Google's workload identity federation: aws (the pod's IRSA / EKS Pod Identity "
+            "role) or azure (the pod's AKS workload identity or managed identity), which need "
+            "workload_identity_provider. A named source that is absent is an error, never a fallback."
         ),
         schema={"type": "string", "enum": list(SOURCES), "default": "auto"},
-        fix="use one of auto, metadata, adc",
+        fix="use one of auto, metadata, adc, aws, azure",
         section="Ambient identity",
+    ),
+    Field(
+        name="workload_identity_provider",
+        label="Workload identity pool provider",
+        description=(
+            "With source aws or azure: the provider that trusts the other cloud, "
+            "projects/<project number>/locations/global/workloadIdentityPools/<pool>/providers/<provider>. Its "
+            "federated token is used directly (grant roles to its principal://) or, with impersonation_chain, "
+            "to impersonate (roles/iam.workloadIdentityUser on the first account)."
+        ),
+        schema={"type": "string", "pattern": WORKLOAD_IDENTITY_PROVIDER_PATTERN},
+        fix="use projects/<project number>/locations/global/workloadIdentityPools/<pool>/providers/<provider>",
+        section="Cross-cloud source",
+    ),
+    Field(
+        name="source_audience",
+        label="Audience of the other cloud's token",
+        description=(
+            "The aud of the token the other cloud issues, one of the provider's allowed audiences. Azure: "
+            "required, the Application ID URI of the Entra app (e.g. api://<app id>); AWS with "
+            "aws_subject_token web_identity_token: default https://iam.googleapis.com/<workload_identity_provider> "
+            "(Google's default allowed audience). Not used for AWS signed requests."
+        ),
+        schema={"type": "string", "pattern": AUDIENCE_PATTERN},
+        fix="use the audience the provider allows, e.g. api://<Entra app id> or https://iam.googleapis.com/projects/...",
+        section="Cross-cloud source",
+    ),
+    Field(
+        name="aws_subject_token",
+        label="AWS credential presented to Google",
+        description=(
+            "With source aws: signed_request (default; an AWS provider verifies a signed sts:GetCallerIdentity "
+            "request) or web_identity_token (a JWT from sts:GetWebIdentityToken, AWS outbound identity "
+            "federation, for an OIDC provider that trusts the account's issuer)."
+        ),
+        schema={"type": "string", "enum": list(AWS_SUBJECT_TOKENS), "default": "signed_request"},
+        fix="use signed_request or web_identity_token",
+        section="Cross-cloud source",
+    ),
+    Field(
+        name="aws_region",
+        label="AWS region",
+        description="With source aws: the pod's AWS region (default AWS_REGION); STS is called regionally.",
+        schema={"type": "string", "pattern": AWS_REGION_PATTERN},
+        fix="use a region name like eu-west-1",
+        section="Cross-cloud source",
+    ),
+    Field(
+        name="azure_tenant_id",
+        label="Azure tenant",
+        description="With source azure: the Entra tenant of the pod's identity (default AZURE_TENANT_ID).",
+        schema={"type": "string", "pattern": TENANT_PATTERN},
+        fix="paste a tenant GUID or a domain like contoso.onmicrosoft.com",
+        section="Cross-cloud source",
+    ),
+    Field(
+        name="azure_client_id",
+        label="Azure client id",
+        description=(
+            "With source azure: the client id of the managed identity or app (default AZURE_CLIENT_ID); "
+            "workload identity when a federated token file is configured, else the node's managed identity."
+        ),
+        schema={"type": "string", "pattern": GUID_PATTERN},
+        fix="paste a GUID like 00000000-0000-0000-0000-000000000000",
+        section="Cross-cloud source",
+    ),
+    Field(
+        name="sts_endpoint_url",
+        label="Google STS endpoint override",
+        description=(
+            "Optional, with source aws or azure: base URL of Google's Security Token Service (a Private Service "
+            f"Connect endpoint), default {GOOGLE_STS}."
+        ),
+        schema={"type": "string", "format": "url", "pattern": URL_PATTERN, "maxLength": 2048},
+        fix="use an absolute URL such as https://sts.googleapis.com with no path or query",
+        section="Cross-cloud source",
     ),
     CREDENTIAL_CACHE,
 )
@@ -192,6 +283,13 @@ class GcpIdentitySpec:
     source: Source = "auto"
     expected_principal: str | None = None
     credential_cache: str | None = None
+    workload_identity_provider: str | None = None
+    source_audience: str | None = None
+    aws_subject_token: str = "signed_request"
+    aws_region: str | None = None
+    azure_tenant_id: str | None = None
+    azure_client_id: str | None = None
+    sts_endpoint_url: str | None = None
 
     @classmethod
     def from_connection(cls, conn: Any) -> GcpIdentitySpec:
@@ -216,6 +314,13 @@ class GcpIdentitySpec:
             source=v["source"] or "auto",
             expected_principal=v["expected_principal"].lower() if v["expected_principal"] else None,
             credential_cache=v["credential_cache"],
+            workload_identity_provider=v["workload_identity_provider"],
+            source_audience=v["source_audience"],
+            aws_subject_token=v["aws_subject_token"] or "signed_request",
+            aws_region=v["aws_region"],
+            azure_tenant_id=v["azure_tenant_id"],
+            azure_client_id=v["azure_client_id"],
+            sts_endpoint_url=v["sts_endpoint_url"].rstrip("/") if v["sts_endpoint_url"] else None,
         )
         spec.validate()
         return spec
@@ -224,6 +329,7 @@ class GcpIdentitySpec:
         return ConfigError(field, problem, fix or FORM.field(field).fix, conn_type=CONN_TYPE)
 
     def validate(self) -> None:
+        self._validate_federation()
         for position, account in enumerate(self.impersonation_chain, start=1):
             if not re.fullmatch(SA_EMAIL_PATTERN, account):
                 raise self._error(
@@ -253,24 +359,94 @@ class GcpIdentitySpec:
                 f"is {self.expected_principal} but the chain ends at {self.target}",
                 "make the last entry of impersonation_chain the expected account, or fix expected_principal",
             )
-        if self.iam_endpoint_url is not None:
-            parts = urlsplit(self.iam_endpoint_url)
+        for name in ("iam_endpoint_url", "sts_endpoint_url"):
+            url = getattr(self, name)
+            if url is None:
+                continue
+            parts = urlsplit(url)
             if parts.scheme not in ("http", "https") or not parts.hostname:
-                raise self._error("iam_endpoint_url", "is not an absolute http(s) URL")
+                raise self._error(name, "is not an absolute http(s) URL")
             if parts.query or parts.fragment or parts.username or parts.path not in ("", "/"):
-                raise self._error("iam_endpoint_url", "has a path, query, fragment or user part")
+                raise self._error(name, "has a path, query, fragment or user part")
             try:
                 parts.port  # noqa: B018  (raises ValueError on a port out of range)
             except ValueError:
-                raise self._error("iam_endpoint_url", "has an invalid port") from None
-            if not re.fullmatch(URL_PATTERN, self.iam_endpoint_url):
-                raise self._error("iam_endpoint_url", "has a host or port that is not an ASCII host name and number")
+                raise self._error(name, "has an invalid port") from None
+            if not re.fullmatch(URL_PATTERN, url):
+                raise self._error(name, "has a host or port that is not an ASCII host name and number")
         if self.subject and len(self.impersonation_chain) > 1:
             raise self._error(
                 "subject",
                 "domain-wide delegation signs as the target itself, which needs a single-entry chain",
                 "impersonate the delegated account directly (one entry in impersonation_chain)",
             )
+
+    def _validate_federation(self) -> None:
+        """The cross-cloud fields: present exactly when their source needs them."""
+        federated = self.source in FEDERATED_SOURCES
+        if federated and not self.workload_identity_provider:
+            raise self._error(
+                "workload_identity_provider",
+                f"is required with source {self.source} (Google's token exchange needs the provider that trusts it)",
+            )
+        if not federated:
+            for name in (
+                "workload_identity_provider",
+                "source_audience",
+                "aws_region",
+                "azure_tenant_id",
+                "azure_client_id",
+                "sts_endpoint_url",
+            ):
+                if getattr(self, name):
+                    raise self._error(
+                        name,
+                        f"applies to source aws or azure (workload identity federation), and source is {self.source}",
+                        f"set source to aws or azure, or remove {name}",
+                    )
+        if self.workload_identity_provider and not _WIP.match(self.workload_identity_provider):
+            raise self._error("workload_identity_provider", "is not a provider resource name")
+        if self.source != "aws" and (self.aws_region or self.aws_subject_token != "signed_request"):
+            name = "aws_region" if self.aws_region else "aws_subject_token"
+            raise self._error(name, f"applies to source aws, and source is {self.source}", f"remove {name}")
+        if self.source != "azure":
+            for name in ("azure_tenant_id", "azure_client_id"):
+                if getattr(self, name):
+                    raise self._error(name, f"applies to source azure, and source is {self.source}", f"remove {name}")
+        if self.source == "azure" and not self.source_audience:
+            raise self._error(
+                "source_audience",
+                "is required with source azure: Entra issues the token for an app, named by its Application ID URI",
+                "set the Application ID URI of the Entra app the provider allows, e.g. api://<app id>",
+            )
+        if self.source == "aws" and self.aws_subject_token == "signed_request" and self.source_audience:
+            raise self._error(
+                "source_audience",
+                "applies to tokens (Azure, or AWS web_identity_token); a signed AWS request has no audience",
+                "remove source_audience, or set aws_subject_token to web_identity_token",
+            )
+        if federated and self.is_direct and self.expected_principal:
+            raise self._error(
+                "expected_principal",
+                "pins a service account, and with no impersonation_chain the tasks act as the federated principal "
+                "(principal://...) of the other cloud's identity",
+                "put the service account in impersonation_chain, or remove expected_principal",
+            )
+
+    @property
+    def is_federated(self) -> bool:
+        """The source is on another cloud (workload identity federation)."""
+        return self.source in FEDERATED_SOURCES
+
+    @property
+    def provider_audience(self) -> str:
+        """The token exchange's audience: ``//iam.googleapis.com/<workload_identity_provider>``."""
+        return f"//iam.googleapis.com/{self.workload_identity_provider}"
+
+    @property
+    def subject_audience(self) -> str:
+        """The ``aud`` of the other cloud's token: ``source_audience``, else Google's default allowed audience."""
+        return self.source_audience or f"https://iam.googleapis.com/{self.workload_identity_provider}"
 
     @property
     def is_direct(self) -> bool:

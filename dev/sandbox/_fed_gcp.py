@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import json
 import re
+import ssl
 import threading
 import time
 import urllib.error
@@ -88,6 +89,7 @@ class Provider:
     jwks_uri: str | None = None
     allowed_audiences: tuple[str, ...] = ()
     disabled: bool = False
+    cafile: str | None = None  # the CA of an https JWKS on loopback (the Azure sandbox's Entra)
 
     @property
     def pool(self) -> str:
@@ -190,6 +192,7 @@ class Federation:
         allowed_audiences: tuple[str, ...] | list[str] = (),
         mapping: dict[str, str] | None = None,
         condition: str | None = None,
+        cafile: str | None = None,
     ) -> Provider:
         """``create-oidc``; ``jwks_uri`` is where the issuer's keys are served on loopback (the real service
         reads ``<issuer>/.well-known/openid-configuration``; the sandbox issuers are not on DNS)."""
@@ -201,6 +204,7 @@ class Federation:
             issuer_uri=issuer_uri.rstrip("/") if not issuer_uri.endswith(".windows.net/") else issuer_uri,
             jwks_uri=jwks_uri,
             allowed_audiences=tuple(allowed_audiences),
+            cafile=cafile,
         )
         with self.lock:
             self.providers[resource] = provider
@@ -368,7 +372,8 @@ class Federation:
         if cached is not None and not refresh and time.time() - cached[0] < JWKS_CACHE_SECONDS:
             return cached[1]
         try:
-            with urllib.request.urlopen(uri, timeout=10) as answer:  # loopback only
+            context = ssl.create_default_context(cafile=provider.cafile) if provider.cafile else None
+            with urllib.request.urlopen(uri, timeout=10, context=context) as answer:  # loopback only
                 jwks = json.load(answer)
         except (OSError, ValueError) as error:
             raise _Refused("invalid_grant", f"Unable to fetch the JWKS of the issuer: {error}") from None

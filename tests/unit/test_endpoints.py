@@ -307,3 +307,65 @@ def test_a_value_that_is_not_a_string_is_refused(nothing_listed: None) -> None:
     with pytest.raises(ConfigError) as err:
         check_override(["https://sts.amazonaws.com"], field="sts_endpoint_url", conn_type="t", cloud="aws")  # type: ignore[arg-type]
     assert err.value.field == "sts_endpoint_url" and "not a URL" in err.value.problem
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "https://sts.googleapis.com",
+        "https://sts.googleapis.com/",
+        "https://sts.mtls.googleapis.com",
+        "https://private.googleapis.com",
+        "https://restricted.googleapis.com",
+        "https://sts-myendpoint.p.googleapis.com",
+        "https://STS.GoogleAPIs.com:443",
+    ],
+)
+def test_google_sts_endpoints_are_accepted_for_the_token_exchange_only(url: str, nothing_listed: None) -> None:
+    check_override(url, field="sts_endpoint_url", conn_type="gcp_workload_identity", cloud="gcp_sts")
+    if "sts" in url.lower():  # Google's STS is not an IAM Credentials endpoint, nor AWS's
+        for field, cloud in (("iam_endpoint_url", "gcp"), ("sts_endpoint_url", "aws")):
+            with pytest.raises(ConfigError):
+                check_override(url, field=field, conn_type="t", cloud=cloud)
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "http://sts.googleapis.com",
+        "https://sts.googleapis.com:8443",
+        "https://iamcredentials.googleapis.com",
+        "https://sts.googleapis.com.evil.example",
+        "https://evil-sts.googleapis.com",
+        "https://sts-.p.googleapis.com",
+        "https://sts-UPPER_case.p.googleapis.com",
+        "https://b.storage.googleapis.com",
+        "https://sts.amazonaws.com",
+        "http://127.0.0.1:8080",
+    ],
+)
+def test_other_hosts_are_refused_as_google_sts(url: str, nothing_listed: None) -> None:
+    with pytest.raises(ConfigError) as err:
+        check_override(url, field="sts_endpoint_url", conn_type="gcp_workload_identity", cloud="gcp_sts")
+    assert err.value.field == "sts_endpoint_url"
+
+
+def test_doctor_checks_the_google_sts_override(nothing_listed: None) -> None:
+    from airflow_workload_identity.doctor import check_connections
+
+    federated = {
+        "source": "aws",
+        "workload_identity_provider": "projects/1/locations/global/workloadIdentityPools/aws-pool/providers/aws-prov",
+    }
+    results = check_connections(
+        {
+            "ok": ("gcp_workload_identity", {**federated, "sts_endpoint_url": "https://sts.googleapis.com"}),
+            "bad": (
+                "gcp_workload_identity",
+                {**federated, "sts_endpoint_url": "https://iamcredentials.googleapis.com"},
+            ),
+        }
+    )
+    by_id = {r["conn_id"]: r for r in results}
+    assert by_id["ok"]["valid"]
+    assert not by_id["bad"]["valid"] and "field 'sts_endpoint_url'" in by_id["bad"]["error"]
