@@ -37,6 +37,7 @@ __all__ = [
     "find_provider",
     "jwks_fetches",
     "jwks_key",
+    "seed_federated_readers",
     "trust_issuer",
     "untrust_issuer",
 ]
@@ -134,3 +135,73 @@ def find_provider(backend: Any, partition: str, account: str, issuer: str) -> An
         if arn in providers:
             return providers[arn]
     return None
+
+
+def seed_federated_readers(
+    aws: Any, gcp: Any, azure: Any, *, entra_audience: str = "api://airflow-aws"
+) -> dict[str, str]:
+    """What a customer sets up for GCP -> AWS and Azure -> AWS, done the way the docs say (benchmarks, demo):
+    this STS trusts Google's and Entra's keys over loopback; the customer account gets an IAM OIDC provider
+    for the Entra issuer (client id ``entra_audience``) and two roles reading bucket A, trusting the GKE pod's
+    service account (``accounts.google.com:aud``/``:oaud``/``:sub``) and the AKS workload identity's object id.
+    Returns the role ARNs by source cloud (idempotent)."""
+    sc, gsc, asc = aws.scenario, gcp.scenario, azure.scenario
+    entra_issuer = asc.access_token_issuer
+    aws.trust_issuer(GOOGLE_ISSUER, gcp.google_jwks_url)
+    aws.trust_issuer(
+        entra_issuer, f"{azure.authority_host}/{asc.tenant_id}/discovery/v2.0/keys", ca_file=azure.ca_bundle
+    )
+    uid = gcp.add_service_account(gsc.source_sa)
+    iam = aws.admin_client("iam", account=sc.customer_account)
+    try:
+        iam.create_open_id_connect_provider(Url=entra_issuer, ClientIDList=[entra_audience], ThumbprintList=["0" * 40])
+    except iam.exceptions.EntityAlreadyExistsException:
+        iam.add_client_id_to_open_id_connect_provider(
+            OpenIDConnectProviderArn=f"arn:aws:iam::{sc.customer_account}:oidc-provider/"
+            + entra_issuer.removeprefix("https://"),
+            ClientID=entra_audience,
+        )
+    prefix = entra_issuer.removeprefix("https://")
+    read_a = json.dumps(
+        {
+            "Version": "2012-10-17",
+            "Statement": [
+                {"Effect": "Allow", "Action": "s3:ListBucket", "Resource": f"arn:aws:s3:::{sc.bucket_a}"},
+                {"Effect": "Allow", "Action": "s3:GetObject", "Resource": f"arn:aws:s3:::{sc.bucket_a}/*"},
+            ],
+        }
+    )
+    trusts = {
+        "gcp": (
+            "xc-gcp-reader",
+            {
+                "Principal": {"Federated": "accounts.google.com"},
+                "Condition": {
+                    "StringEquals": {
+                        "accounts.google.com:aud": uid,
+                        "accounts.google.com:oaud": "sts.amazonaws.com",
+                        "accounts.google.com:sub": uid,
+                    }
+                },
+            },
+        ),
+        "azure": (
+            "xc-azure-reader",
+            {
+                "Principal": {"Federated": f"arn:aws:iam::{sc.customer_account}:oidc-provider/{prefix}"},
+                "Condition": {
+                    "StringEquals": {f"{prefix}:aud": entra_audience, f"{prefix}:sub": asc.workload_object_id}
+                },
+            },
+        ),
+    }
+    arns: dict[str, str] = {}
+    for cloud, (name, statement) in trusts.items():
+        trust = {"Effect": "Allow", "Action": "sts:AssumeRoleWithWebIdentity", **statement}
+        document = json.dumps({"Version": "2012-10-17", "Statement": [trust]})
+        try:
+            arns[cloud] = str(iam.create_role(RoleName=name, AssumeRolePolicyDocument=document)["Role"]["Arn"])
+        except iam.exceptions.EntityAlreadyExistsException:
+            arns[cloud] = str(iam.get_role(RoleName=name)["Role"]["Arn"])
+        iam.put_role_policy(RoleName=name, PolicyName="read-a", PolicyDocument=read_a)
+    return arns
