@@ -435,6 +435,18 @@ def check_as(identity: str) -> str:
     return value
 
 
+def _check_not_federated(spec: AwsIdentitySpec) -> None:
+    """``--as`` names an AWS role: a connection whose source is another cloud starts from that cloud's identity."""
+    if spec.is_federated:
+        raise ConfigError(
+            "--as",
+            f"does not apply: this connection's source is {spec.source!r}, so it starts from the pod's "
+            f"{spec.source} identity, not from an AWS role",
+            "run 'airflow-workload-identity policy <conn>' inside the deployment: the trust statement is read "
+            "from the live token's claims (iss, sub, aud)",
+        )
+
+
 def _check_pin(spec: AwsIdentitySpec, identity: str) -> None:
     if spec.is_direct and spec.expected_account_ids and account_of(identity) not in spec.expected_account_ids:
         raise IdentityMismatch("expected_account_ids", spec.expected_account_ids, identity)
@@ -442,6 +454,7 @@ def _check_pin(spec: AwsIdentitySpec, identity: str) -> None:
 
 def plan_as(spec: AwsIdentitySpec, identity: str, context: RunContext) -> Plan:
     """:func:`required_grants` from the spec alone, the caller being ``identity`` (no cloud call)."""
+    _check_not_federated(spec)
     caller = check_as(identity)
     _check_pin(spec, caller)
     return required_grants(
@@ -454,6 +467,7 @@ def plan_as(spec: AwsIdentitySpec, identity: str, context: RunContext) -> Plan:
 
 def report_as(spec: AwsIdentitySpec, identity: str, context: RunContext, conn_id: str) -> IdentityReport:
     """Who the connection would be, hop by hop, starting from ``identity`` (planned, not verified)."""
+    _check_not_federated(spec)
     caller = check_as(identity)
     _check_pin(spec, caller)
     hops = [Hop(index=0, principal=caller, method="the deployment's workload identity, given with --as")]

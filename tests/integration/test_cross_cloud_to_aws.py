@@ -366,6 +366,38 @@ def test_azure_to_aws_policy_from_the_live_token(
     }
 
 
+def test_azure_to_aws_async_credentials_share_the_sync_chain(
+    on_aks: Aks, aws_sandbox: AwsSandbox, federation: Federation, connection: Callable[..., str]
+) -> None:
+    import asyncio
+
+    conn = connection("azure_async", source="azure", role_arn=federation.azure_role, source_audience=ENTRA_AUDIENCE)
+    hook = AwsWorkloadIdentityHook(aws_conn_id=conn)
+    source = hook.chain.federation
+    assert source is not None
+
+    async def both() -> tuple[Any, Any]:
+        creds = await hook.get_async_credentials().get_frozen_credentials()
+        return creds, await source.aget()
+
+    frozen, token = asyncio.run(both())
+    assert frozen.access_key == hook.get_credentials().get_frozen_credentials().access_key
+    assert token is source.get() and token.audience == ENTRA_AUDIENCE
+    assert aws_sandbox.calls("AssumeRoleWithWebIdentity") == 1 and on_aks.sandbox.calls("entra") == 1
+    assert token.token not in repr(token) and token.token not in repr(hook.whoami().to_dict())
+
+
+def test_policy_as_is_refused_for_a_cross_cloud_source(federation: Federation) -> None:
+    from airflow_workload_identity.attribution import RunContext
+    from airflow_workload_identity.aws.policy import plan_as
+    from airflow_workload_identity.aws.spec import AwsIdentitySpec
+
+    spec = AwsIdentitySpec.from_extra({"source": "gcp", "role_arn": federation.gcp_role})
+    with pytest.raises(ConfigError) as caught:
+        plan_as(spec, "arn:aws:iam::111111111111:role/x", RunContext.current("c"))
+    assert caught.value.field == "--as" and "live token" in caught.value.fix
+
+
 def test_bad_federation_fields_are_refused_before_any_request(
     on_gke: GcpSandbox, aws_sandbox: AwsSandbox, connection: Callable[..., str]
 ) -> None:
