@@ -465,12 +465,15 @@ class RefreshingToken(Generic[T]):
         deadline = self._clock() + self.budget
         tries = 0
         attempts = 0  # the SDK's attempts included
+        longest = 0.0  # the longest failed mint so far: an SDK retrying inside one mint takes several timeouts
         while True:
             tries += 1
             self.mints += 1
+            started = self._clock()
             try:
                 minted = self._mint()
             except TransientError as exc:
+                longest = max(longest, self._clock() - started)
                 attempts += max(exc.attempts, 1)
                 if attempts >= self._max_attempts:  # the SDK's own retries count against the attempts
                     raise (exc if tries == 1 else exc.with_attempts(attempts)) from exc
@@ -478,7 +481,8 @@ class RefreshingToken(Generic[T]):
                     delay = max(0.0, exc.retry_after)
                 else:
                     delay = min(4.0, 0.5 * 2.0 ** (tries - 1)) * self._rng.uniform(0.5, 1.5)
-                if self._clock() + delay + self._attempt_timeout > deadline:
+                # another mint must be able to end before the deadline, as long as the slowest one so far took
+                if self._clock() + delay + max(self._attempt_timeout, longest) > deadline:
                     raise (exc if tries == 1 else exc.with_attempts(attempts)) from exc
                 self._sleep(delay)
                 continue

@@ -275,7 +275,7 @@ def test_subprocess_ctrl_c_is_one_line_and_status_130(
             assert process.poll() is None, process.communicate()
             assert time.monotonic() < deadline, "the CLI never reached STS"
             time.sleep(0.05)
-        time.sleep(0.5)  # ... and the CLI waits on it (each attempt may wait 7 s for an answer)
+        time.sleep(0.5)  # ... and the CLI waits on it (each attempt may wait 5 s for an answer)
         process.send_signal(signal.SIGINT)
         out, err = process.communicate(timeout=60)
     finally:

@@ -581,7 +581,12 @@ def test_a_reader_never_sees_a_partial_entry_while_a_writer_rewrites(store: Host
     thread = threading.Thread(target=writer)
     thread.start()
     try:
-        for _ in range(400):
+        # at least 400 reads, and on until the writer has been seen rewriting (a busy machine may not schedule
+        # the writer thread during the first reads); bounded so a writer that never writes fails below
+        deadline = time.monotonic() + 60
+        reads = 0
+        while reads < 400 or (len(set(seen)) < 3 and time.monotonic() < deadline):
+            reads += 1
             hit = store.load(key)
             if hit is None:
                 problems.append("miss")
