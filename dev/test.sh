@@ -44,14 +44,23 @@ trap 'rm -rf "$logs"' EXIT
 declare -A parts=(
   [airflow-logs-and-scheduler]="tests/airflow/test_no_secrets_in_logs.py tests/airflow/test_scheduler_run.py"
   [airflow]="tests/airflow --ignore=tests/airflow/test_no_secrets_in_logs.py --ignore=tests/airflow/test_scheduler_run.py"
-  [integration-faults-and-processes]="tests/integration/test_faults.py tests/integration/test_host_cache_hooks.py"
+  # the fault tests mostly wait (hangs, backoff, token lifetimes): three parts wait side by side
+  [faults-persistent]="tests/integration/test_faults.py"
+  [faults-hang-and-refresh]="tests/integration/test_faults.py"
+  [faults-rest-and-processes]="tests/integration/test_faults.py tests/integration/test_host_cache_hooks.py"
   [integration]="tests/integration --ignore=tests/integration/test_faults.py --ignore=tests/integration/test_host_cache_hooks.py"
   [unit-sandbox-e2e]="tests/unit tests/sandbox tests/e2e"
+)
+# a part that runs only some of its files' tests: its -k expression
+declare -A selects=(
+  [faults-persistent]="persistent"
+  [faults-hang-and-refresh]="hanging or refresh_failing or single_flight"
+  [faults-rest-and-processes]="not persistent and not hanging and not refresh_failing and not single_flight"
 )
 declare -A pids=()
 for name in "${!parts[@]}"; do
   # shellcheck disable=SC2086  # the part's arguments are words
-  uv run pytest -p no:cacheprovider ${parts[$name]} >"$logs/$name.log" 2>&1 &
+  uv run pytest -p no:cacheprovider ${parts[$name]} ${selects[$name]:+-k "${selects[$name]}"} >"$logs/$name.log" 2>&1 &
   pids[$name]=$!
 done
 if [ "${SKIP_MATRIX:-0}" != "1" ]; then
