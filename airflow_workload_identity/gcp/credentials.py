@@ -22,6 +22,7 @@ import time
 from collections.abc import Callable, Hashable, Mapping
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import urlsplit
 
 import google.auth
 import google.auth.credentials
@@ -67,13 +68,68 @@ _INVALID = google.auth.credentials.TokenState.INVALID
 
 
 class _TimeoutRequest(google.auth.transport.requests.Request):
-    """google-auth's requests transport with bounded timeouts by default (its own default is 120 s)."""
+    """google-auth's requests transport with bounded timeouts by default (its own default is 120 s).
+
+    With a ``deadline`` (``time.monotonic()`` seconds) every request's timeout is cut to what is left, and
+    a request that could not start in time raises :class:`TransientError` instead: google-auth retries a
+    metadata call five times with up to 15 s of backoff, which alone would outlast the token request
+    budget; the error is not google-auth's ``TransportError``, so its retry loop ends there."""
+
+    def __init__(self, session: requests.Session, deadline: float | None = None) -> None:
+        super().__init__(session=session)
+        self._deadline = deadline
+        self._attempts = 0
+        self._last_error = "no answer"
+        self._last_status: int | None = None
 
     def __call__(
         self, url: str, method: str = "GET", body: Any = None, headers: Any = None, timeout: Any = None, **kwargs: Any
     ) -> Any:
-        return super().__call__(
-            url, method=method, body=body, headers=headers, timeout=timeout or HTTP_TIMEOUT, **kwargs
+        timeout = timeout or HTTP_TIMEOUT
+        if self._deadline is not None:
+            remaining = self._deadline - time.monotonic()
+            if remaining < MIN_REQUEST_SECONDS:
+                parts = urlsplit(url)
+                raise TransientError(
+                    f"{method} {parts.path}",
+                    max(self._attempts, 1),
+                    f"{self._last_error} (no time left in this refresh's budget for another attempt)",
+                    endpoint=f"{parts.scheme}://{parts.netloc}",
+                    status=self._last_status,
+                )
+            timeout = (
+                tuple(min(float(t), remaining) for t in timeout)
+                if isinstance(timeout, tuple)
+                else min(float(timeout), remaining)
+            )
+        self._attempts += 1
+        try:
+            response = super().__call__(url, method=method, body=body, headers=headers, timeout=timeout, **kwargs)
+        except Exception as exc:
+            self._last_error, self._last_status = _short(exc), None
+            self._give_up_if_out_of_time(url, method)
+            raise
+        if response.status >= 400:
+            self._last_error, self._last_status = f"HTTP {response.status}", response.status
+            if response.status == 429 or response.status >= 500:
+                self._give_up_if_out_of_time(url, method)
+        return response
+
+    def _give_up_if_out_of_time(self, url: str, method: str) -> None:
+        """After a failed attempt: if google-auth's next backoff (1, 2, 4, 8 s... +10 %) would end past the
+        deadline, end now rather than sleep into it."""
+        if self._deadline is None:
+            return
+        next_backoff = SDK_BACKOFF_SECONDS * 2.0 ** (self._attempts - 1) * 1.1
+        if time.monotonic() + next_backoff + MIN_REQUEST_SECONDS < self._deadline:
+            return
+        parts = urlsplit(url)
+        raise TransientError(
+            f"{method} {parts.path}",
+            self._attempts,
+            f"{self._last_error} (no time left in this refresh's budget for another attempt)",
+            endpoint=f"{parts.scheme}://{parts.netloc}",
+            status=self._last_status,
         )
 
 
@@ -81,13 +137,13 @@ _session_lock = threading.Lock()
 _http: requests.Session | None = None
 
 
-def http_request() -> _TimeoutRequest:
-    """A google-auth transport on one shared, pooled ``requests`` session."""
+def http_request(deadline: float | None = None) -> _TimeoutRequest:
+    """A google-auth transport on one shared, pooled ``requests`` session; ``deadline`` bounds all its calls."""
     global _http
     with _session_lock:
         if _http is None:
             _http = requests.Session()
-        return _TimeoutRequest(session=_http)
+        return _TimeoutRequest(session=_http, deadline=deadline)
 
 
 def _utcnow() -> dt.datetime:
@@ -174,6 +230,7 @@ class SharedToken(google.auth.credentials.Credentials):
         self._precheck = precheck
         self._endpoint = endpoint
         self._listeners: list[Callable[[str], None]] = []
+        self._attempt_seconds = ATTEMPT_SECONDS if attempt_timeout is None else attempt_timeout
         self.core: RefreshingToken[tuple[str, dt.datetime | None]] = RefreshingToken(
             self._mint,
             describe=describe,
@@ -181,7 +238,7 @@ class SharedToken(google.auth.credentials.Credentials):
             store=store,
             store_key=store_key,
             max_attempts=attempts,
-            attempt_timeout=ATTEMPT_SECONDS if attempt_timeout is None else attempt_timeout,
+            attempt_timeout=self._attempt_seconds,
             sleep=sleep,
         )
         self.core.add_listener(self._adopt)
@@ -249,7 +306,7 @@ class SharedToken(google.auth.credentials.Credentials):
     def _mint(self) -> Minted[tuple[str, dt.datetime | None]]:
         """One refresh of the inner credential; transient failures become ``TransientError`` (the core
         retries those within the budget), the rest are explained."""
-        request = http_request()
+        request = http_request(deadline=time.monotonic() + self._attempt_seconds)
         if self._precheck is not None:
             self._precheck(request)
             self._precheck = None
@@ -314,8 +371,13 @@ def _metadata_host() -> str:
 
 #: google-auth's own attempts per metadata request (``_metadata.get``'s ``retry_count``: 429/5xx, resets).
 METADATA_SDK_ATTEMPTS = 5
-#: One metadata refresh, google-auth's retries included (5 attempts of up to 3 s, 1+2+4+8 s backoff).
-METADATA_ATTEMPT_SECONDS = 31.0
+#: One metadata refresh, google-auth's retries included (5 attempts of up to 3 s with 1+2+4+8 s backoff would
+#: take 31 s): cut at this deadline by the transport, so that with the probe a hang fails within 30 s.
+METADATA_ATTEMPT_SECONDS = 24.0
+#: A request is not started with less time than this left before the refresh's deadline.
+MIN_REQUEST_SECONDS = 0.5
+#: google-auth's first backoff between metadata attempts (``_exponential_backoff``: doubling, 10 % jitter).
+SDK_BACKOFF_SECONDS = 1.0
 
 
 def _metadata_token_url() -> str:
