@@ -185,9 +185,10 @@ class AzureIdentity:
                 self._credential = self._build()
             return self._credential
 
-    def new_credential(self) -> Any:
-        """A new azure-identity credential, without its own token cache's state (no network call here)."""
-        return self._build()
+    def new_credential(self, observe: Callable[[Any], None] | None = None) -> Any:
+        """A new azure-identity credential, without its own token cache's state (no network call here);
+        ``observe`` is called with every HTTP response it gets (azure-core's ``raw_response_hook``)."""
+        return self._build(observe)
 
     def _assertion(self) -> str:
         """The client assertion: the source cloud's current token (shared, refreshed single flight)."""
@@ -199,7 +200,8 @@ class AzureIdentity:
         """Entra is reached with a client assertion (AKS workload identity or another cloud's token)."""
         return self.mode in ("workload_identity", "federated")
 
-    def _build(self) -> Any:
+    def _build(self, observe: Callable[[Any], None] | None = None) -> Any:
+        hooks: dict[str, Any] = {"raw_response_hook": observe} if observe is not None else {}
         if self.mode == "federated":
             return ClientAssertionCredential(
                 str(self.tenant_id),
@@ -219,7 +221,7 @@ class AzureIdentity:
                 **TRANSPORT,
             )
         kind, value = self.selector
-        kwargs: dict[str, Any] = {**IMDS_TRANSPORT, AZURE_MI_EXCLUDE_WORKLOAD_IDENTITY: True}
+        kwargs: dict[str, Any] = {**IMDS_TRANSPORT, **hooks, AZURE_MI_EXCLUDE_WORKLOAD_IDENTITY: True}
         if kind == "client_id":
             kwargs["client_id"] = value
         elif kind == "object_id":
@@ -280,13 +282,17 @@ def _on_token(listener: Callable[[str], None]) -> Callable[[AccessTokenInfo], No
     return call
 
 
-def _transient(exc: Exception, identity: AzureIdentity) -> TransientError | None:
+def _transient(exc: Exception, identity: AzureIdentity, last_status: int | None = None) -> TransientError | None:
     """A failed token request that may pass, classified from structured data: no answer (azure-core's
     ``ServiceRequestError`` / ``ServiceResponseError``), an HTTP 429 or 5xx answer (``status_code``), or
     an answer that is not JSON (a ``ValueError`` cause); ``None`` for a verdict (explained elsewhere)."""
     response = getattr(exc, "response", None)
     status = getattr(exc, "status_code", None) or getattr(response, "status_code", None)
     status = status if isinstance(status, int) else None
+    if status is None and isinstance(exc, CredentialUnavailableError) and last_status is not None:
+        # azure-identity reports IMDS's 429/5xx as CredentialUnavailableError without the answer: the status
+        # is the last one azure-core's pipeline saw (raw_response_hook)
+        status = last_status if last_status == 429 or last_status >= 500 else None
     malformed = status in (None, 200) and any(
         isinstance(part, (DecodeError, ValueError)) for part in (exc, exc.__cause__, exc.__context__)
     )
@@ -422,7 +428,10 @@ class SharedTokenCredential:
         # A new azure-identity credential per request: the core is the only token cache. azure-identity's own
         # (per credential) would answer a refresh with the token we already hold until 300 s before expiry,
         # hiding both the refresh and its failures from the windows and the backoff.
-        credential = self.identity.new_credential()
+        statuses: list[int] = []
+        credential = self.identity.new_credential(
+            observe=lambda response: statuses.append(int(response.http_response.status_code))
+        )
         self.requests += 1
         try:
             info = credential.get_token_info(*scopes, options=options or None)
@@ -435,7 +444,7 @@ class SharedTokenCredential:
             ServiceRequestError,
             ServiceResponseError,
         ) as exc:
-            transient = _transient(exc, self.identity)
+            transient = _transient(exc, self.identity, statuses[-1] if statuses else None)
             if transient is not None:
                 raise transient from exc
             raise explain_identity_error(exc, self.identity) from exc

@@ -258,7 +258,7 @@ def test_a_transient_fault_within_the_retry_budget_is_invisible_to_the_task(case
 
 @on_pairs(
     "fault",
-    " ".join(f"{c}:{f}" for c in CASES for f in PERSISTENT if f"{c}:{f}" not in ("azure-imds:503", "azure-imds:429")),
+    " ".join(f"{c}:{f}" for c in CASES for f in PERSISTENT),
 )
 @pytest.mark.timeout(45)
 def test_a_persistent_fault_ends_in_a_transient_error_naming_endpoint_attempts_and_status(
