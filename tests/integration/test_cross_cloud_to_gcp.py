@@ -7,6 +7,7 @@ outbound issuer (JWKS served by the AWS sandbox), and google-auth's AWS supplier
 
 from __future__ import annotations
 
+import asyncio
 import json
 import urllib.request
 from collections.abc import Callable, Iterator
@@ -223,6 +224,9 @@ def test_aws_to_gcp_direct_federated_access_and_the_denied_bucket(
     fix = hook.explain_access_denied(err.value, bucket=sc.bucket_b)
     assert f'--member="{POOLS.replace("principalSet", "principal")}/aws-pool/subject/arn:aws:sts::' in fix
     assert google.calls("generateAccessToken") == 0  # no impersonation: the federated token itself
+    # a trigger's path: the shared federated token without a thread while fresh, no second exchange
+    assert asyncio.run(hook.get_access_token_async()) == hook.get_access_token()
+    assert google.federation.calls["token"] == 1
     ok, message = hook.test_connection()
     assert ok and "Google STS issued a federated token" in message, message
 
