@@ -311,6 +311,18 @@ def check_as(identity: str) -> str:
     return value
 
 
+def _refuse_federated(spec: GcpIdentitySpec) -> None:
+    """``--as`` names a Google service account; a federated connection starts on another cloud, and its
+    federated principal is only known from the live caller ARN or token (``policy`` inside the deployment)."""
+    if spec.is_federated:
+        raise ConfigError(
+            "--as",
+            f"this connection's source is {spec.source} (workload identity federation): its principal comes from "
+            "the other cloud's live identity, not from a service-account e-mail",
+            "run the command without --as inside the deployment (it reads the live caller or token)",
+        )
+
+
 def _check_pin(spec: GcpIdentitySpec, identity: str) -> None:
     if spec.is_direct and spec.expected_principal and spec.expected_principal != identity:
         raise IdentityMismatch("expected_principal", (spec.expected_principal,), identity)
@@ -318,6 +330,7 @@ def _check_pin(spec: GcpIdentitySpec, identity: str) -> None:
 
 def plan_as(spec: GcpIdentitySpec, identity: str, environ: Mapping[str, str]) -> Plan:
     """:func:`required_bindings` from the spec alone, the source being ``identity`` (no cloud call)."""
+    _refuse_federated(spec)
     source = check_as(identity)
     _check_pin(spec, source)
     return required_bindings(
@@ -330,6 +343,7 @@ def plan_as(spec: GcpIdentitySpec, identity: str, environ: Mapping[str, str]) ->
 
 def report_as(spec: GcpIdentitySpec, identity: str, environ: Mapping[str, str], conn_id: str) -> IdentityReport:
     """Who the connection would be, hop by hop, starting from ``identity`` (planned, not verified)."""
+    _refuse_federated(spec)
     source = check_as(identity)
     _check_pin(spec, source)
     hops = [Hop(index=0, principal=source, method="the deployment's workload identity, given with --as")]

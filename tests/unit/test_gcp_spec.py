@@ -123,3 +123,23 @@ def test_required_bindings_list_every_hop() -> None:
     assert "# Hop 1 of 2: airflow@platform.iam.gserviceaccount.com -> " + HOP in text
     assert f"# Hop 2 of 2: {HOP} -> {READER}" in text
     assert text.count("roles/iam.serviceAccountTokenCreator") == 2
+
+
+def test_offline_plan_of_a_federated_connection_is_refused_naming_as() -> None:
+    from airflow_workload_identity.gcp.policy import plan_as, report_as
+
+    spec = GcpIdentitySpec.from_extra(
+        {
+            "source": "aws",
+            "workload_identity_provider": (
+                "projects/1/locations/global/workloadIdentityPools/aws-pool/providers/aws-prov"
+            ),
+        }
+    )
+    for call in (
+        lambda: plan_as(spec, "a@b-proj.iam.gserviceaccount.com", {}),
+        lambda: report_as(spec, "a@b-proj.iam.gserviceaccount.com", {}, "conn"),
+    ):
+        with pytest.raises(ConfigError) as err:
+            call()
+        assert err.value.field == "--as" and "without --as" in err.value.fix
