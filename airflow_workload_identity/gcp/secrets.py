@@ -116,6 +116,7 @@ class SecretManagerBackend(WorkloadIdentitySecretsBackend):
         identity, self.options = split_kwargs(_BACKEND, kwargs, identity_keys=FORM.names, defaults=self.defaults)
         self.spec = GcpIdentitySpec.from_extra(identity)
         check_override(self.spec.iam_endpoint_url, field="iam_endpoint_url", conn_type=CONN_TYPE, cloud="gcp")
+        check_override(self.spec.sts_endpoint_url, field="sts_endpoint_url", conn_type=CONN_TYPE, cloud="gcp_sts")
         self.endpoint = _check_endpoint(self.options.extra.get("secret_manager_endpoint_url"))
         project = self.spec.resolved_project(os.environ)
         if not project:

@@ -562,3 +562,17 @@ def test_azure_to_gcp_untrusted_tenant(
     assert err.value.cloud_code == "invalid_grant" and "issuer" in err.value.cloud_message
     tenant = azure_sandbox.scenario.tenant_id
     assert f'--issuer-uri="https://sts.windows.net/{tenant}/"' in str(err.value)
+
+
+def test_the_secrets_backend_checks_the_google_sts_override_too(google: GcpSandbox) -> None:
+    from airflow_workload_identity.gcp.secrets import SecretManagerBackend
+
+    with pytest.raises(ConfigError) as err:
+        SecretManagerBackend(
+            source="aws",
+            workload_identity_provider=AWS_PROVIDER,
+            sts_endpoint_url="https://sts.googleapis.com.example.net",
+            project_id=google.scenario.customer_project,
+        )
+    assert err.value.field == "sts_endpoint_url"
+    assert google.federation.calls["token"] == 0
