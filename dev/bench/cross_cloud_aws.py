@@ -56,8 +56,17 @@ import os, sys, time
 from pathlib import Path
 
 variant, go, out = sys.argv[1:4]
-import airflow  # a task process has Airflow loaded before its code runs: not part of the measured time
+# What a task process has loaded before its code runs (Airflow, and the DAG file's imports): not measured.
+import airflow
 import boto3
+
+if variant == "ours":
+    from airflow_workload_identity.aws import AwsWorkloadIdentityHook
+elif variant == "gcp-per-task":
+    from google.auth.transport.requests import Request
+    from google.oauth2 import id_token
+elif variant == "azure-per-task":
+    from azure.identity import WorkloadIdentityCredential
 
 Path(out + ".ready").write_text("ready")
 while not Path(go).exists():
@@ -65,20 +74,13 @@ while not Path(go).exists():
 
 bucket, key = os.environ["AWI_BUCKET"], os.environ["AWI_KEY"]
 if variant == "ours":
-    from airflow_workload_identity.aws import AwsWorkloadIdentityHook
-
     s3 = AwsWorkloadIdentityHook(aws_conn_id="shared").get_client("s3")
 elif variant == "token-file":  # AWS_ROLE_ARN + AWS_WEB_IDENTITY_TOKEN_FILE: botocore's own provider
     s3 = boto3.client("s3")
 else:
     if variant == "gcp-per-task":
-        from google.auth.transport.requests import Request
-        from google.oauth2 import id_token
-
         token = id_token.fetch_id_token(Request(), os.environ["AWI_AUDIENCE"])
     else:
-        from azure.identity import WorkloadIdentityCredential
-
         token = WorkloadIdentityCredential().get_token(os.environ["AWI_AUDIENCE"] + "/.default").token
     answer = boto3.client("sts").assume_role_with_web_identity(
         RoleArn=os.environ["AWI_ROLE_ARN"], RoleSessionName="hand-written", WebIdentityToken=token
