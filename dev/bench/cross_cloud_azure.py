@@ -13,9 +13,12 @@ Compared, per direction:
 * ``ours, host cache``: an ``azure_workload_identity`` connection with ``source`` gcp / aws and the host
   credential cache (``[workload_identity] credential_cache = host``, the default);
 * ``ours, process only``: the same connection with ``credential_cache: process``;
-* ``hand-written``: the fastest alternative without this package: azure-identity's ``ClientAssertionCredential``
-  whose callback is google-auth's ``id_token.fetch_id_token`` (GCP) or boto3's ``sts.get_web_identity_token``
-  on the IRSA credentials (AWS), one credential per task process (nothing to share it across processes).
+* ``hand-written, per task``: azure-identity's ``ClientAssertionCredential`` whose callback is google-auth's
+  ``id_token.fetch_id_token`` (GCP) or boto3's ``sts.get_web_identity_token`` on the IRSA credentials (AWS),
+  one credential per task process (nothing shares it across processes);
+* ``hand-written, sidecar token file``: the fastest alternative without this package: a sidecar writes the
+  source token to a file once (its requests counted) and each task reads it with azure-identity's
+  ``WorkloadIdentityCredential`` (as on AKS), one Entra request per task.
 
     uv run python dev/bench/cross_cloud_azure.py [--tasks 20]
 
@@ -27,6 +30,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -53,36 +57,57 @@ import os, sys, time
 from pathlib import Path
 
 variant, go, out = sys.argv[1:4]
-while not Path(go).exists():
-    time.sleep(0.005)
 from azure.storage.blob import BlobServiceClient
 
 if variant == "ours":
     from airflow_workload_identity.azure import AzureWorkloadIdentityHook
+    from airflow_workload_identity.azure import credentials
+    from airflow_workload_identity.federation import aws, gcp
 
-    credential = AzureWorkloadIdentityHook(azure_conn_id="shared").get_credential()
+    # what a task process has done before its code runs: Airflow loaded, the connection readable
+    AzureWorkloadIdentityHook(azure_conn_id="shared").connection
+elif variant == "token-file":
+    from azure.identity import WorkloadIdentityCredential
 else:
     from azure.identity import ClientAssertionCredential
 
-    if variant == "gcp-hand":
+    if variant.startswith("gcp-"):
         from google.auth.transport.requests import Request
         from google.oauth2 import id_token
+    else:
+        import boto3
+Path(out + ".ready").write_text("ready")  # imports done: wait at the start line
+while not Path(go).exists():
+    time.sleep(0.005)
 
+if variant == "ours":
+    credential = AzureWorkloadIdentityHook(azure_conn_id="shared").get_credential()
+elif variant == "token-file":  # the source token a sidecar wrote, as on AKS
+    credential = WorkloadIdentityCredential(
+        tenant_id=os.environ["AWI_TENANT"],
+        client_id=os.environ["AWI_CLIENT"],
+        token_file_path=os.environ["AWI_TOKEN_FILE"],
+        authority=os.environ["AWI_AUTHORITY"],
+    )
+else:
+    if variant.startswith("gcp-"):
         request = Request()
 
         def assertion():
             return id_token.fetch_id_token(request, os.environ["AWI_AUDIENCE"])
     else:
-        import boto3
-
         sts = boto3.client("sts")
 
         def assertion():
             answer = sts.get_web_identity_token(
-                Audience=[os.environ["AWI_AUDIENCE"]], DurationSeconds=300, SigningAlgorithm="RS256"
+                Audience=[os.environ["AWI_AUDIENCE"]], DurationSeconds=3600, SigningAlgorithm="RS256"
             )
             return answer["WebIdentityToken"]
 
+    if variant.endswith("-sidecar"):  # the sidecar: one source token, written where the tasks read it
+        Path(os.environ["AWI_TOKEN_FILE"]).write_text(assertion())
+        Path(out).write_text("ok")
+        sys.exit(0)
     credential = ClientAssertionCredential(
         os.environ["AWI_TENANT"], os.environ["AWI_CLIENT"], assertion, authority=os.environ["AWI_AUTHORITY"]
     )
@@ -108,7 +133,12 @@ def run_tasks(workdir: Path, variant: str, env: dict[str, str], tasks: int, tag:
         )
         for i in range(tasks)
     ]
-    time.sleep(4.0)  # every interpreter is waiting at the start line
+    deadline = time.monotonic() + 600
+    outs = [workdir / f"out-{tag}-{i}.ready" for i in range(tasks)]
+    while not all(path.exists() for path in outs):  # every interpreter has imported and waits at the start line
+        if time.monotonic() > deadline or any(proc.poll() is not None for proc in procs):
+            break
+        time.sleep(0.05)
     started = time.monotonic()
     go.touch()
     for i, proc in enumerate(procs):
@@ -118,7 +148,7 @@ def run_tasks(workdir: Path, variant: str, env: dict[str, str], tasks: int, tag:
     return time.monotonic() - started
 
 
-def azure_env(azure: AzureSandbox) -> dict[str, str]:
+def azure_env(azure: AzureSandbox, token_file: Path) -> dict[str, str]:
     sc = azure.scenario
     return {
         **azure.env_tls(),
@@ -128,6 +158,7 @@ def azure_env(azure: AzureSandbox) -> dict[str, str]:
         "AWI_CLIENT": sc.workload_client_id,
         "AWI_AUTHORITY": azure.authority_host,
         "AWI_AUDIENCE": AUDIENCE,
+        "AWI_TOKEN_FILE": str(token_file),
         "AIRFLOW__WORKLOAD_IDENTITY__ALLOWED_ENDPOINT_HOSTS": "127.0.0.1",
     }
 
@@ -164,14 +195,17 @@ def main() -> None:
         azure.add_federated_credential(
             sc.workload_client_id, gcp.unique_id(gcp.scenario.source_sa), issuer=GOOGLE_ISSUER, name="gke"
         )
-        gke = {**gcp.env(storage=False), **azure_env(azure), **cache}
+        gke = {**gcp.env(storage=False), **azure_env(azure, workdir / "gke-token"), **cache}
         for label, variant, env in (
             ("ours, host cache", "ours", {**gke, **connection(azure, "gcp", "host")}),
             ("ours, process only", "ours", {**gke, **connection(azure, "gcp", "process")}),
-            ("hand-written ClientAssertionCredential + fetch_id_token", "gcp-hand", gke),
+            ("hand-written, per task: ClientAssertionCredential + fetch_id_token", "gcp-hand", gke),
+            ("hand-written, sidecar token file + WorkloadIdentityCredential", "token-file", gke),
         ):
             gcp.reset_calls()
             azure.reset_calls()
+            if variant == "token-file":  # the sidecar's one request is counted
+                run_tasks(workdir, "gcp-sidecar", env, 1, f"gcp-sidecar-{len(rows)}")
             seconds = run_tasks(workdir, variant, env, args.tasks, f"gcp-{variant}-{len(rows)}")
             counts = {"metadata identity": gcp.calls("metadata_identity"), "Entra": azure.calls("entra")}
             rows.append(("GCP -> Azure", label, counts, seconds))
@@ -182,14 +216,17 @@ def main() -> None:
         azure.trust_issuer(issuer, outbound.jwks_url(aws))
         azure.add_federated_credential(sc.workload_client_id, aws.scenario.pod_base_role_arn, issuer=issuer, name="eks")
         token = aws.write_web_identity_token(workdir / "irsa-token")
-        eks = {**aws.env_isolation(), **aws.env_irsa(token), **azure_env(azure), **cache}
+        eks = {**aws.env_isolation(), **aws.env_irsa(token), **azure_env(azure, workdir / "eks-token"), **cache}
         for label, variant, env in (
             ("ours, host cache", "ours", {**eks, **connection(azure, "aws", "host")}),
             ("ours, process only", "ours", {**eks, **connection(azure, "aws", "process")}),
-            ("hand-written ClientAssertionCredential + boto3 get_web_identity_token", "aws-hand", eks),
+            ("hand-written, per task: ClientAssertionCredential + boto3 get_web_identity_token", "aws-hand", eks),
+            ("hand-written, sidecar token file + WorkloadIdentityCredential", "token-file", eks),
         ):
             aws.reset_calls()
             azure.reset_calls()
+            if variant == "token-file":
+                run_tasks(workdir, "aws-sidecar", env, 1, f"aws-sidecar-{len(rows)}")
             seconds = run_tasks(workdir, variant, env, args.tasks, f"aws-{variant}-{len(rows)}")
             calls = aws.calls_by_action()
             counts = {
@@ -201,12 +238,13 @@ def main() -> None:
     finally:
         for sandbox in (gcp, azure, aws):
             sandbox.stop()
+        shutil.rmtree(workdir, ignore_errors=True)
 
     print(
         f"\n{args.tasks} task processes on one host, each reading one blob container "
         "(token requests counted by the sandboxes)\n"
     )
-    print("| direction | variant | token requests (by endpoint) | total | per task | wall time |")
+    print("| direction | variant | token requests (by endpoint) | total | per task | release to last done |")
     print("|---|---|---|---:|---:|---:|")
     for direction, label, counts, seconds in rows:
         total = sum(counts.values())
