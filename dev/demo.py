@@ -19,7 +19,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 WORK = ROOT / ".demo"
 STATE = WORK / "sandbox.json"
-DAG_IDS = ("wi_aws_demo", "wi_gcp_demo", "wi_azure_demo")
+DAG_IDS = ("wi_aws_demo", "wi_gcp_demo", "wi_azure_demo", "wi_cross_cloud_demo")
 FACTORY = "airflow_workload_identity.aws.interop.WorkloadIdentitySessionFactory"
 
 
@@ -103,6 +103,9 @@ def connections(state: dict[str, Any]) -> dict[str, tuple[str, dict[str, Any]]]:
         },
         "customer_blob_wrong_client": {"client_id": "99999999-9999-9999-9999-999999999999"},
     }
+    # Across clouds: the same pod reaches the customer's AWS account as its GKE service account (a Google ID
+    # token as the web identity), with no AWS identity of its own involved (docs/cross-cloud.md).
+    aws["customer_s3_from_gke"] = {"source": "gcp", "role_arn": state["federation"]["aws_roles"]["gcp"]}
     return {
         **{k: ("aws_workload_identity", v) for k, v in aws.items()},
         **{k: ("gcp_workload_identity", v) for k, v in gcp.items()},
@@ -175,6 +178,9 @@ def main() -> int:
         banner("airflow connections test customer_external")
         print(run([*airflow, "connections", "test", "customer_external"], env))
 
+        banner("airflow-workload-identity whoami customer_s3_from_gke (GCP -> AWS, no key)")
+        print(run([python, "-m", "airflow_workload_identity.cli", "whoami", "customer_s3_from_gke"], env))
+
         banner("airflow-workload-identity policy customer_gcs_chain")
         print(run([python, "-m", "airflow_workload_identity.cli", "policy", "customer_gcs_chain"], env))
 
@@ -192,7 +198,8 @@ def main() -> int:
             print("demo FAILED: not every task succeeded")
             return 1
         print(
-            "demo OK: the customers' data read through the hooks and the official S3Hook / GCSHook / WasbHook, the "
+            "demo OK: the customers' data read through the hooks and the official S3Hook / GCSHook / WasbHook (and "
+            "S3 from the GKE identity, across clouds), the "
             "rest denied with the fix, untrusting roles, missing Token Creator and a wrong client id refused with "
             "what to grant; variables read from Secrets Manager, Secret Manager and Key Vault as the workload "
             "identity, a prefix it may not read refused with the grant to add."

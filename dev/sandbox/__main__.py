@@ -129,6 +129,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
         state: dict[str, Any] = {"pid": os.getpid(), "started_at": time.time(), "clouds": args.clouds}
         sb = None
+        gcp = None
         if "aws" in args.clouds:
             from .aws import AwsSandbox
 
@@ -163,6 +164,13 @@ def cmd_serve(args: argparse.Namespace) -> int:
                 f"blob {azure.blob_account_url}",
                 flush=True,
             )
+
+        if sb is not None and gcp is not None and azure is not None:
+            # across clouds, as docs/cross-cloud.md sets it up: the customer's AWS account trusts the GKE pod's
+            # Google service account and the AKS workload identity (roles reading bucket A)
+            from ._fed_aws_trust import seed_federated_readers
+
+            state["federation"] = {"aws_roles": seed_federated_readers(sb, gcp, azure)}
 
         _write_state(state_file, state)
         if sb is not None:
