@@ -69,7 +69,10 @@ elif variant == "azure-per-task":
     from azure.identity import WorkloadIdentityCredential
 
 Path(out + ".ready").write_text("ready")
+given_up = time.monotonic() + 1800  # a worker whose benchmark died must not wait for ever
 while not Path(go).exists():
+    if time.monotonic() > given_up or os.getppid() == 1:
+        sys.exit("the benchmark that started this worker is gone")
     time.sleep(0.005)
 
 bucket, key = os.environ["AWI_BUCKET"], os.environ["AWI_KEY"]
