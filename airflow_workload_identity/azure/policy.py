@@ -487,6 +487,14 @@ def check_as(identity: str) -> str:
 
 
 def _checked(spec: AzureIdentitySpec, identity: str) -> str:
+    if spec.is_federated:
+        raise ConfigError(
+            "--as",
+            f"does not apply: this connection's source is {spec.source!r}, so it starts from the pod's "
+            f"{spec.source} identity (its token is the client assertion), not from an Azure identity",
+            "run 'airflow-workload-identity policy <conn>' inside the deployment: the federated credential is read "
+            "from the live token's claims (iss, sub, aud)",
+        )
     client_id = check_as(identity)
     if spec.client_id and spec.client_id != client_id:
         raise IdentityMismatch("client_id", (spec.client_id,), client_id)

@@ -77,7 +77,10 @@ else:
     else:
         import boto3
 Path(out + ".ready").write_text("ready")  # imports done: wait at the start line
+given_up = time.monotonic() + 1800  # a worker whose benchmark died must not wait for ever
 while not Path(go).exists():
+    if time.monotonic() > given_up or os.getppid() == 1:
+        sys.exit("the benchmark that started this worker is gone")
     time.sleep(0.005)
 
 if variant == "ours":

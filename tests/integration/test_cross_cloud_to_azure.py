@@ -409,3 +409,20 @@ def test_aws_to_azure_needs_a_region_before_any_request(
         AzureWorkloadIdentityHook(azure_conn_id=setup.connection()).get_token(STORAGE)
     assert error.value.field == "aws_region"
     assert aws_calls(setup.aws) == {} and setup.azure.calls("entra") == 0
+
+
+@pytest.mark.parametrize("source", ["gcp", "aws"])
+def test_as_does_not_apply_to_a_cross_cloud_source(source: str) -> None:
+    """``policy --as`` / ``whoami --as`` start from an Azure client id; a gcp / aws source starts from the
+    other cloud's live token, so they are refused naming ``--as`` (no request of any kind)."""
+    from airflow_workload_identity.azure.policy import plan_as, report_as
+    from airflow_workload_identity.azure.spec import AzureIdentitySpec
+
+    client = "a1f0e7d2-0c1b-4a5e-9f3d-1b2c3d4e5f60"
+    spec = AzureIdentitySpec.from_extra(
+        {"source": source, "client_id": client, "tenant_id": "11111111-1111-1111-1111-111111111111"}
+    )
+    for call in (lambda: plan_as(spec, client), lambda: report_as(spec, client, "conn")):
+        with pytest.raises(ConfigError) as refused:
+            call()
+        assert refused.value.field == "--as" and source in refused.value.problem
