@@ -179,7 +179,7 @@ def test_api_server_hook_metadata_shows_the_declared_form(pm: Any) -> None:
             assert entry["schema"]["title"] == declared[name]["label"]
             assert entry["description"] == declared[name]["description"]
     aws = metas["aws_workload_identity"].extra_fields
-    assert aws["source"]["schema"]["enum"] == ["auto", "web_identity", "pod_identity", "default_chain"]
+    assert aws["source"]["schema"]["enum"] == ["auto", "web_identity", "pod_identity", "default_chain", "gcp", "azure"]
     assert aws["duration_seconds"]["schema"]["maximum"] == 43200
     azure = metas["azure_workload_identity"]
     assert azure.standard_fields.host.title == "Storage account URL (for WasbHook)"
@@ -205,7 +205,7 @@ def test_api_server_hook_metadata_serves_the_legacy_form_on_3_0_and_3_1(pm: Any)
             assert entry["schema"]["title"] == declared[name]["label"]
             assert entry["description"].startswith(declared[name]["description"])
     aws = metas["aws_workload_identity"].extra_fields
-    assert aws["source"]["schema"]["enum"] == ["auto", "web_identity", "pod_identity", "default_chain"]
+    assert aws["source"]["schema"]["enum"] == ["auto", "web_identity", "pod_identity", "default_chain", "gcp", "azure"]
 
 
 def test_cli_lists_the_provider_and_its_connection_type() -> None:
