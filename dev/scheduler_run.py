@@ -90,8 +90,14 @@ def gcp(side: str) -> None:
 
     start = time.perf_counter()
     if side == "official":
+        import importlib
+
         from airflow.providers.google.common.hooks.base_google import GoogleBaseHook
 
+        # google-auth reads IAM Credentials' URL from module constants (no variable moves it): point them at the
+        # sandbox's, as the official hook has no endpoint setting
+        for module, attribute, value in json.loads(os.environ["AWI_RUN_GOOGLE_AUTH_PATCHES"]):
+            setattr(importlib.import_module(module), attribute, value)
         hook = GoogleBaseHook(gcp_conn_id="run_gcp_official")
         credentials, project = hook.get_credentials_and_project_id()
         import google.auth.transport.requests
@@ -247,6 +253,8 @@ class Sandboxes:
         if self.gcp is not None:
             for group in self.gcp.describe()["env"].values():
                 env.update(group)
+            # for the official side's tasks (the package's connections name the endpoint in their extra)
+            env["AWI_RUN_GOOGLE_AUTH_PATCHES"] = json.dumps(self.gcp.google_auth_patches(metadata=False))
         if self.azure is not None:
             for name, group in self.azure.describe()["env"].items():
                 if name != "imds":
