@@ -6,5 +6,5 @@ if ! command -v uv >/dev/null 2>&1; then
   python3 -m pip install --quiet --user uv 2>/dev/null || python3 -m pip install --quiet uv
   export PATH="$HOME/.local/bin:$PATH"
 fi
-uv sync --locked --quiet
+uv sync --locked --compile-bytecode --quiet
 exec uv run --locked python dev/demo.py "$@"

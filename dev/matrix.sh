@@ -66,7 +66,7 @@ else
     rm -rf "$venv"
     # Only interpreters already on the machine: downloading one needs GitHub, which is not reachable.
     uv venv --quiet --no-python-downloads --python "$python_spec" "$venv"
-    install=(uv pip install --quiet --python "$py"
+    install=(uv pip install --quiet --compile-bytecode --python "$py"
         -e "$root[all]" "$airflow_req" "moto[server]" "pyjwt[crypto]" pytest pytest-timeout
         google-cloud-storage gcp-storage-emulator azure-storage-blob
         ${extra_packages[@]+"${extra_packages[@]}"})

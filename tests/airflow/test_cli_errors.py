@@ -253,6 +253,10 @@ def test_subprocess_closed_pipe_is_one_line_and_status_141(irsa_chain: str, caps
     assert err.splitlines() == ["airflow-workload-identity: output closed before everything was written (broken pipe)"]
 
 
+def _sigint_default() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def test_subprocess_ctrl_c_is_one_line_and_status_130(
     pod: Pod, aws_sandbox: AwsSandbox, connection: Callable[..., str]
 ) -> None:
@@ -268,6 +272,9 @@ def test_subprocess_ctrl_c_is_one_line_and_status_130(
         # no credentials from a host-wide cache: the CLI must ask STS
         env={**os.environ, "AIRFLOW__WORKLOAD_IDENTITY__CREDENTIAL_CACHE": "off"},
         text=True,
+        # as from a terminal: dev/test.sh runs pytest as a background job, and a non-interactive shell's
+        # background jobs (and their children) start with SIGINT ignored, which Python then keeps
+        preexec_fn=_sigint_default,
     )
     try:
         deadline = time.monotonic() + 120
