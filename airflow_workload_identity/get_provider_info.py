@@ -534,7 +534,7 @@ def get_provider_info() -> dict[str, object]:
                     },
                     "source_audience": {
                         "label": "Audience of the other cloud's token",
-                        "description": "The aud of the token the other cloud issues, one of the provider's allowed audiences. Azure: required, the Application ID URI of the Entra app (e.g. api://<app id>); AWS with aws_subject_token web_identity_token: default https://iam.googleapis.com/<workload_identity_provider> (Google's default allowed audience). Not used for AWS signed requests.",
+                        "description": "The aud of the token the other cloud issues, one of the provider's allowed audiences. Azure: required, the Application ID URI of the Entra app (e.g. api://<app id>); AWS with aws_proof web_identity_token: default https://iam.googleapis.com/<workload_identity_provider> (Google's default allowed audience). Not used for AWS signed requests.",
                         "schema": {
                             "type": [
                                 "string",
@@ -545,7 +545,7 @@ def get_provider_info() -> dict[str, object]:
                             "section": "Cross-cloud source",
                         },
                     },
-                    "aws_subject_token": {
+                    "aws_proof": {
                         "label": "AWS credential presented to Google",
                         "description": "With source aws: signed_request (default; an AWS provider verifies a signed sts:GetCallerIdentity request) or web_identity_token (a JWT from sts:GetWebIdentityToken, AWS outbound identity federation, for an OIDC provider that trusts the account's issuer).",
                         "schema": {
@@ -702,7 +702,7 @@ def get_provider_info() -> dict[str, object]:
                             "section": "Source cloud",
                         },
                     },
-                    "aws_token_duration_seconds": {
+                    "aws_jwt_duration_seconds": {
                         "label": "AWS token lifetime (aws source)",
                         "description": "Optional, source aws. Lifetime of the GetWebIdentityToken JWT in seconds, 60-3600, default 300; the IAM policy's sts:DurationSeconds condition must allow it.",
                         "schema": {

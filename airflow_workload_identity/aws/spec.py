@@ -536,7 +536,8 @@ class AwsIdentitySpec:
     def _check_federation(self) -> None:
         if not self.is_federated:
             for name in _FEDERATION_FIELDS:
-                if getattr(self, name):
+                # the form stores a field's default ('auto') whether or not its section applies: that is unset
+                if getattr(self, name) and not (name == "source_mode" and self.source_mode == "auto"):
                     raise self._error(
                         name,
                         f"applies to a cross-cloud source, and source is {self.source!r}",

@@ -580,7 +580,7 @@ def federation_source(spec: AzureIdentitySpec, environ: Mapping[str, str], regis
         return aws_web_identity_token_source(
             spec.audience,
             region=spec.aws_region,
-            duration_seconds=spec.aws_token_duration_seconds or AWS_DEFAULT_DURATION,
+            duration_seconds=spec.aws_jwt_duration_seconds or AWS_DEFAULT_DURATION,
             signing_algorithm=spec.aws_signing_algorithm or "RS256",
             source=spec.aws_source or "auto",
             cache=spec.credential_cache,
@@ -589,7 +589,7 @@ def federation_source(spec: AzureIdentitySpec, environ: Mapping[str, str], regis
             field_names={
                 "audience": "assertion_audience",
                 "region": "aws_region",
-                "duration_seconds": "aws_token_duration_seconds",
+                "duration_seconds": "aws_jwt_duration_seconds",
                 "signing_algorithm": "aws_signing_algorithm",
                 "source": "aws_source",
             },

@@ -333,7 +333,7 @@ def _federated_setup(identity: Any) -> Plan:
     target = spec.identity_name or str(identity.client_id)
     steps: list[Step] = []
     if spec.source == "aws":
-        duration = int(spec.aws_token_duration_seconds or 300)
+        duration = int(spec.aws_jwt_duration_seconds or 300)
         role = sub if sub.startswith("arn:") else "<the pod's IAM role>"
         steps += [
             Step(

@@ -111,7 +111,7 @@ FIELDS: tuple[Field, ...] = (
         section="Source cloud",
     ),
     Field(
-        name="aws_token_duration_seconds",
+        name="aws_jwt_duration_seconds",
         label="AWS token lifetime (aws source)",
         description=(
             f"Optional, source aws. Lifetime of the GetWebIdentityToken JWT in seconds, 60-3600, default "
@@ -304,7 +304,7 @@ FORM = ConnectionForm(
 )
 
 _WI_ONLY = ("tenant_id", "client_assertion_file", "additionally_allowed_tenants")
-_AWS_ONLY = ("aws_region", "aws_token_duration_seconds", "aws_signing_algorithm", "aws_source")
+_AWS_ONLY = ("aws_region", "aws_jwt_duration_seconds", "aws_signing_algorithm", "aws_source")
 _FEDERATED_ONLY = ("assertion_audience", *_AWS_ONLY)
 _MI_ONLY = ("object_id", "resource_id")
 
@@ -317,7 +317,7 @@ class AzureIdentitySpec:
     source: SourceCloud = "azure"
     assertion_audience: str | None = None
     aws_region: str | None = None
-    aws_token_duration_seconds: int | None = None
+    aws_jwt_duration_seconds: int | None = None
     aws_signing_algorithm: str | None = None
     aws_source: str | None = None
     client_id: str | None = None
@@ -352,7 +352,7 @@ class AzureIdentitySpec:
             source=v["source"] or "azure",
             assertion_audience=v["assertion_audience"],
             aws_region=v["aws_region"],
-            aws_token_duration_seconds=v["aws_token_duration_seconds"],
+            aws_jwt_duration_seconds=v["aws_jwt_duration_seconds"],
             aws_signing_algorithm=v["aws_signing_algorithm"],
             aws_source=v["aws_source"],
             client_id=v["client_id"].lower() if v["client_id"] else None,

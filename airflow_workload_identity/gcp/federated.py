@@ -4,7 +4,7 @@ The pod's identity on AWS or Azure becomes a Google federated access token throu
 Service (``sts.googleapis.com/v1/token``), with google-auth's own external-account credentials (no token
 exchange or SigV4 signing here):
 
-- AWS, ``aws_subject_token: signed_request`` (default): ``google.auth.aws.Credentials`` with an
+- AWS, ``aws_proof: signed_request`` (default): ``google.auth.aws.Credentials`` with an
   ``aws_security_credentials_supplier`` fed from this package's shared AWS credentials
   (:func:`~airflow_workload_identity.federation.aws.aws_credentials_supplier`; never the EC2 metadata server):
   Google verifies a signed ``sts:GetCallerIdentity`` request; the provider maps the caller ARN.
@@ -111,7 +111,7 @@ class FederatedSource(Source):
 
     @property
     def signed_request(self) -> bool:
-        return self.kind == "aws" and self.spec is not None and self.spec.aws_subject_token == "signed_request"
+        return self.kind == "aws" and self.spec is not None and self.spec.aws_proof == "signed_request"
 
     def live(self) -> dict[str, str]:
         """What the other cloud presents now, read from its live credentials (a token's ``iss``/``sub``/``aud``,
@@ -408,7 +408,7 @@ def _upstream(spec: GcpIdentitySpec, env: Mapping[str, str], registry: Registry)
     if spec.source == "aws":
         from airflow_workload_identity.federation.aws import aws_credentials_supplier, aws_web_identity_token_source
 
-        if spec.aws_subject_token == "signed_request":
+        if spec.aws_proof == "signed_request":
             return aws_credentials_supplier(
                 spec.aws_region, cache=spec.credential_cache, env=env, registry=registry, field_names=field_names
             )
@@ -445,7 +445,7 @@ def federated_source(spec: GcpIdentitySpec, env: Mapping[str, str] | None, regis
         "gcp-federated",
         upstream.key(),
         spec.workload_identity_provider,
-        spec.aws_subject_token if spec.source == "aws" else None,
+        spec.aws_proof if spec.source == "aws" else None,
         tuple(scopes),
         sts,
         spec.quota_project_id if spec.is_direct else None,
@@ -463,7 +463,7 @@ def federated_source(spec: GcpIdentitySpec, env: Mapping[str, str] | None, regis
             "quota_project_id": spec.quota_project_id if spec.is_direct else None,
         }
         inner: google.auth.credentials.Credentials
-        if spec.source == "aws" and spec.aws_subject_token == "signed_request":
+        if spec.source == "aws" and spec.aws_proof == "signed_request":
             inner = google_aws.Credentials(
                 subject_token_type=AWS4_REQUEST, aws_security_credentials_supplier=upstream, **common
             )

@@ -195,7 +195,7 @@ FIELDS: tuple[Field, ...] = (
         description=(
             "The aud of the token the other cloud issues, one of the provider's allowed audiences. Azure: "
             "required, the Application ID URI of the Entra app (e.g. api://<app id>); AWS with "
-            "aws_subject_token web_identity_token: default https://iam.googleapis.com/<workload_identity_provider> "
+            "aws_proof web_identity_token: default https://iam.googleapis.com/<workload_identity_provider> "
             "(Google's default allowed audience). Not used for AWS signed requests."
         ),
         schema={"type": "string", "pattern": AUDIENCE_PATTERN},
@@ -203,7 +203,7 @@ FIELDS: tuple[Field, ...] = (
         section="Cross-cloud source",
     ),
     Field(
-        name="aws_subject_token",
+        name="aws_proof",
         label="AWS credential presented to Google",
         description=(
             "With source aws: signed_request (default; an AWS provider verifies a signed sts:GetCallerIdentity "
@@ -285,7 +285,7 @@ class GcpIdentitySpec:
     credential_cache: str | None = None
     workload_identity_provider: str | None = None
     source_audience: str | None = None
-    aws_subject_token: str = "signed_request"
+    aws_proof: str = "signed_request"
     aws_region: str | None = None
     azure_tenant_id: str | None = None
     azure_client_id: str | None = None
@@ -316,7 +316,7 @@ class GcpIdentitySpec:
             credential_cache=v["credential_cache"],
             workload_identity_provider=v["workload_identity_provider"],
             source_audience=v["source_audience"],
-            aws_subject_token=v["aws_subject_token"] or "signed_request",
+            aws_proof=v["aws_proof"] or "signed_request",
             aws_region=v["aws_region"],
             azure_tenant_id=v["azure_tenant_id"],
             azure_client_id=v["azure_client_id"],
@@ -406,8 +406,8 @@ class GcpIdentitySpec:
                     )
         if self.workload_identity_provider and not _WIP.match(self.workload_identity_provider):
             raise self._error("workload_identity_provider", "is not a provider resource name")
-        if self.source != "aws" and (self.aws_region or self.aws_subject_token != "signed_request"):
-            name = "aws_region" if self.aws_region else "aws_subject_token"
+        if self.source != "aws" and (self.aws_region or self.aws_proof != "signed_request"):
+            name = "aws_region" if self.aws_region else "aws_proof"
             raise self._error(name, f"applies to source aws, and source is {self.source}", f"remove {name}")
         if self.source != "azure":
             for name in ("azure_tenant_id", "azure_client_id"):
@@ -419,11 +419,11 @@ class GcpIdentitySpec:
                 "is required with source azure: Entra issues the token for an app, named by its Application ID URI",
                 "set the Application ID URI of the Entra app the provider allows, e.g. api://<app id>",
             )
-        if self.source == "aws" and self.aws_subject_token == "signed_request" and self.source_audience:
+        if self.source == "aws" and self.aws_proof == "signed_request" and self.source_audience:
             raise self._error(
                 "source_audience",
                 "applies to tokens (Azure, or AWS web_identity_token); a signed AWS request has no audience",
-                "remove source_audience, or set aws_subject_token to web_identity_token",
+                "remove source_audience, or set aws_proof to web_identity_token",
             )
         if federated and self.is_direct and self.expected_principal:
             raise self._error(

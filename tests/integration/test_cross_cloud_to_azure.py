@@ -331,7 +331,7 @@ def test_aws_to_azure_es384_through_the_official_wasbhook(eks_to_azure: EksToAzu
 
     setup, sc = eks_to_azure, eks_to_azure.azure.scenario
     setup.trust()
-    conn = setup.connection(aws_signing_algorithm="ES384", aws_token_duration_seconds=900)
+    conn = setup.connection(aws_signing_algorithm="ES384", aws_jwt_duration_seconds=900)
     install()
     try:
         assert WasbHook(wasb_conn_id=conn).read_file(sc.container_a, sc.blob_a_name) == sc.blob_a_body.decode()

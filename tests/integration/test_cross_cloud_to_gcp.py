@@ -348,7 +348,7 @@ def test_aws_web_identity_token_to_gcp_and_its_claims_in_whoami(
         "aws_jwt",
         source="aws",
         workload_identity_provider=OIDC_PROVIDER,
-        aws_subject_token="web_identity_token",
+        aws_proof="web_identity_token",
     )
     hook = GcpWorkloadIdentityHook(gcp_conn_id=conn)
     assert read(hook, google, sc.bucket_a, sc.bucket_a_key) == sc.bucket_a_body
@@ -371,7 +371,7 @@ def test_aws_web_identity_token_with_an_audience_the_provider_does_not_allow(
         "aws_jwt_aud",
         source="aws",
         workload_identity_provider=OIDC_PROVIDER,
-        aws_subject_token="web_identity_token",
+        aws_proof="web_identity_token",
         source_audience="api://not-google",
     )
     with pytest.raises(AccessDenied) as err:
@@ -395,7 +395,7 @@ def test_aws_web_identity_token_from_an_untrusted_issuer(
         "aws_jwt_iss",
         source="aws",
         workload_identity_provider=OIDC_PROVIDER,
-        aws_subject_token="web_identity_token",
+        aws_proof="web_identity_token",
     )
     with pytest.raises(AccessDenied) as err:
         GcpWorkloadIdentityHook(gcp_conn_id=conn).get_access_token()

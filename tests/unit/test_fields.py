@@ -106,3 +106,17 @@ def test_docs_table_lists_every_field() -> None:
     table = FORM.docs_table()
     for name in FORM.names:
         assert f"| `{name}` |" in table
+
+
+def test_no_field_is_named_like_a_secret_airflow_would_hide() -> None:
+    """Airflow hides an extra's value when its key contains a sensitive word ('token', 'secret', ...): the API and
+    the UI would show '***' for a plain setting, and an edit would save '***' back. None of our fields is secret."""
+    from airflow._shared.secrets_masker import should_hide_value_for_key
+
+    from airflow_workload_identity.azure.spec import FORM as AZURE_FORM
+    from airflow_workload_identity.gcp.spec import FORM as GCP_FORM
+
+    assert should_hide_value_for_key("aws_subject_token")  # what a field of #11 was first called
+    for form in (FORM, GCP_FORM, AZURE_FORM):
+        for field in form.fields:
+            assert not should_hide_value_for_key(field.name), f"{form.conn_type}: Airflow would hide {field.name!r}"
