@@ -29,19 +29,16 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import shutil
-import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
-from dev.bench._setup import isolate_airflow  # noqa: E402
+from dev.bench._setup import isolate_airflow, run_task_processes  # noqa: E402
 
 _home = isolate_airflow()
 
@@ -121,34 +118,7 @@ Path(out).write_text("ok")
 
 
 def run_tasks(workdir: Path, variant: str, env: dict[str, str], tasks: int, tag: str) -> float:
-    """Start ``tasks`` worker processes, release them together; seconds from release to the last one done."""
-    script = workdir / "worker.py"
-    script.write_text(WORKER)
-    go = workdir / f"go-{tag}"
-    base = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "AZURE_", "GCE_", "GOOGLE_"))}
-    full = {**base, **env, "PYTHONPATH": str(ROOT), "PYTHONWARNINGS": "ignore"}
-    procs = [
-        subprocess.Popen(
-            [sys.executable, str(script), variant, str(go), str(workdir / f"out-{tag}-{i}")],
-            env=full,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-        )
-        for i in range(tasks)
-    ]
-    deadline = time.monotonic() + 600
-    outs = [workdir / f"out-{tag}-{i}.ready" for i in range(tasks)]
-    while not all(path.exists() for path in outs):  # every interpreter has imported and waits at the start line
-        if time.monotonic() > deadline or any(proc.poll() is not None for proc in procs):
-            break
-        time.sleep(0.05)
-    started = time.monotonic()
-    go.touch()
-    for i, proc in enumerate(procs):
-        output, _ = proc.communicate(timeout=300)
-        if proc.returncode != 0 or not (workdir / f"out-{tag}-{i}").exists():
-            raise SystemExit(f"{variant} task {i} failed:\n{output.decode(errors='replace')[-3000:]}")
-    return time.monotonic() - started
+    return run_task_processes(workdir, WORKER, variant, env, tasks, tag)
 
 
 def azure_env(azure: AzureSandbox, token_file: Path) -> dict[str, str]:

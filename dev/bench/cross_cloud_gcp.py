@@ -32,17 +32,15 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
-from dev.bench._setup import isolate_airflow  # noqa: E402
+from dev.bench._setup import isolate_airflow, run_task_processes  # noqa: E402
 
 _home = isolate_airflow()
 
@@ -116,39 +114,7 @@ Path(out).write_text("ok")
 
 
 def run_tasks(workdir: Path, variant: str, env: dict[str, str], tasks: int, tag: str) -> float:
-    """Start ``tasks`` worker processes (Airflow and google-cloud-storage imported), release them together;
-    seconds from the release to the last one done."""
-    script = workdir / "worker.py"
-    script.write_text(WORKER)
-    go = workdir / f"go-{tag}"
-    base = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "AZURE_", "GCE_", "GOOGLE_"))}
-    full = {**base, **env, "PYTHONPATH": str(ROOT), "PYTHONWARNINGS": "ignore"}
-    procs = [
-        subprocess.Popen(
-            [sys.executable, str(script), variant, str(go), str(workdir / f"out-{tag}-{i}")],
-            env=full,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-        )
-        for i in range(tasks)
-    ]
-    deadline = time.monotonic() + 900  # 20 interpreters importing Airflow on a busy 2-core machine: minutes
-    while not all((workdir / f"out-{tag}-{i}.ready").exists() for i in range(tasks)):  # all at the start line
-        if time.monotonic() > deadline or any(p.poll() not in (None, 0) for p in procs):
-            for proc in procs:
-                if proc.poll() not in (None, 0):
-                    output, _ = proc.communicate(timeout=10)
-                    print(output.decode(errors="replace")[-3000:])
-                    break
-            raise SystemExit(f"{variant}: a task process did not reach the start line")
-        time.sleep(0.05)
-    started = time.monotonic()
-    go.touch()
-    for i, proc in enumerate(procs):
-        output, _ = proc.communicate(timeout=900)
-        if proc.returncode != 0 or not (workdir / f"out-{tag}-{i}").exists():
-            raise SystemExit(f"{variant} task {i} failed:\n{output.decode(errors='replace')[-3000:]}")
-    return time.monotonic() - started
+    return run_task_processes(workdir, WORKER, variant, env, tasks, tag)
 
 
 def connection(gcp: GcpSandbox, source: str, provider: str, cache: str) -> dict[str, str]:
