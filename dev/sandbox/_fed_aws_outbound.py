@@ -340,7 +340,7 @@ def install() -> None:
 
         def get_web_identity_token(self: Any) -> str:
             state = _patches.current_state()
-            if state is None:
+            if state is None:  # not a sandbox server's request: answer as unpatched moto does (its own message)
                 raise NotImplementedError("The get_web_identity_token action has not been implemented")
             info = getattr(self, "_awi_outbound", None) or authorize(self, state, None)
             token, expires_at = _outbound_for_state(state).mint(
